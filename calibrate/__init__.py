@@ -1,0 +1,1 @@
+"""Offline calibration: good images -> PatchCore coreset + threshold -> model directory."""

@@ -1,0 +1,75 @@
+"""Backend registry: 'auto', 'torch', 'onnxruntime', 'tensorrt' behind one interface.
+
+'auto' picks the fastest one that can run here: native TensorRT when the `tensorrt` package
+and a CUDA device are present and an engine can be built, else ONNX Runtime with its best
+provider (TensorRT -> CUDA -> CPU), else torch. A missing optional package gives
+"install X to use backend Y", not an unknown-type error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import BackendError
+from .base import FeatureBackend
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir: str | Path | None = None,
+                   fp16: bool = False) -> FeatureBackend:
+    """A feature backend for one model version (its backbone.onnx and manifest)."""
+    if kind not in BACKENDS:
+        raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    if kind == "auto":
+        kind = _auto_kind()
+        log.info("backend auto -> %s", kind)
+    if kind == "onnxruntime":
+        from .ort_backend import OrtBackend
+
+        return OrtBackend(str(onnx_path), cache_dir=str(engine_dir) if engine_dir else None)
+    if kind == "tensorrt":
+        from .trt_backend import TensorRTBackend
+
+        return TensorRTBackend.from_onnx(Path(onnx_path), Path(engine_dir or Path(onnx_path).parent), fp16=fp16)
+    from ..features import build_extractor
+    from .torch_backend import TorchBackend
+
+    bb = manifest["backbone"]
+    extractor, _ = build_extractor(bb["name"], bb.get("weights_path"), manifest.get("feature_dim_request"),
+                                   int(manifest["input_size"]))
+    return TorchBackend(extractor, half=fp16)
+
+
+def _auto_kind() -> str:
+    try:
+        from .trt_backend import tensorrt_usable
+
+        if tensorrt_usable():
+            return "tensorrt"
+    except ImportError:
+        pass
+    try:
+        from .ort_backend import available_providers
+
+        available_providers()
+        return "onnxruntime"
+    except BackendError:
+        if _cuda_available():
+            return "torch"
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise BackendError("no inference backend: pip install onnxruntime (or torch)") from e
+    return "torch"

@@ -1,0 +1,235 @@
+"""The model directory: versioned, hashed, written atomically.
+
+    MODEL_DIR/
+      CURRENT                  text: the active version's name (replaced atomically)
+      versions/v0001/          one complete calibration
+        manifest.json          format version, backbone, input size, threshold, stats, hashes
+        coreset.safetensors    the memory bank (float32, N x D); no pickle anywhere
+        backbone.onnx          patch-feature graph (trunk + aggregation)
+      versions/v0002/ ...      older versions stay for rollback (the newest `keep` are kept)
+
+A version is written into `versions/.tmp-*`, every file fsynced, then renamed into place,
+then CURRENT is switched by writing `CURRENT.tmp`, fsync, rename. A crash at any point
+leaves either the old or the new version active, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backbone import sha256_file
+from .errors import ModelError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CORESET = "coreset.safetensors"
+ONNX = "backbone.onnx"
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+
+
+@dataclass
+class Model:
+    """A loaded, verified model version."""
+
+    path: Path  # the version directory
+    manifest: dict[str, Any]
+    bank: np.ndarray  # (N, D) float32
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input_size"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.manifest["normalization"]["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.manifest["normalization"]["std"])
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX
+
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def list_versions(root: str | Path) -> list[str]:
+    """Complete versions in a model directory, oldest first."""
+    vdir = Path(root) / VERSIONS
+    if not vdir.is_dir():
+        return []
+    return sorted(p.name for p in vdir.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+
+def current_version(root: str | Path) -> str | None:
+    """The active version's name, or None for a directory without a model."""
+    cur = Path(root) / CURRENT
+    return cur.read_text().strip() if cur.is_file() else None
+
+
+def is_model_root(root: str | Path) -> bool:
+    return (Path(root) / CURRENT).is_file() or bool(list_versions(root))
+
+
+def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, onnx_bytes: bytes,
+                  keep: int = 5, activate: bool = True) -> Path:
+    """Write a new version atomically, make it current (unless activate=False), prune old ones."""
+    from safetensors.numpy import save
+
+    root = Path(root)
+    vdir = root / VERSIONS
+    vdir.mkdir(parents=True, exist_ok=True)
+    for stale in vdir.glob(".tmp-*"):  # left by a crash mid-write; never active
+        shutil.rmtree(stale, ignore_errors=True)
+    existing = list_versions(root)
+    number = 1 + max((int(v[1:]) for v in existing if v[1:].isdigit()), default=0)
+    name = f"v{number:04d}"
+    tmp = Path(tempfile.mkdtemp(dir=vdir, prefix=".tmp-"))
+    try:
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        _write_synced(tmp / CORESET, save({"coreset": bank}))
+        _write_synced(tmp / ONNX, onnx_bytes)
+        manifest = dict(manifest)
+        manifest.update(
+            format_version=FORMAT_VERSION,
+            version=name,
+            created_at=manifest.get("created_at") or utc_now(),
+            coreset_size=int(bank.shape[0]),
+            feature_dim=int(bank.shape[1]),
+            files={CORESET: sha256_file(tmp / CORESET), ONNX: sha256_file(tmp / ONNX)},
+        )
+        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2).encode())
+        _fsync_dir(tmp)
+        os.rename(tmp, vdir / name)
+        _fsync_dir(vdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if activate:
+        set_current(root, name)
+    prune(root, keep)
+    return vdir / name
+
+
+def set_current(root: str | Path, version: str) -> None:
+    """Atomically make `version` the active one (used for activation and rollback)."""
+    root = Path(root)
+    if not (root / VERSIONS / version / MANIFEST).is_file():
+        raise ModelError(f"model directory {root} has no version {version!r}; versions: {list_versions(root)}")
+    atomic_write_bytes(root / CURRENT, (version + "\n").encode())
+
+
+def prune(root: str | Path, keep: int) -> None:
+    """Delete the oldest versions beyond `keep`, never the current one."""
+    cur = current_version(root)
+    versions = list_versions(root)
+    for old in versions[: max(0, len(versions) - keep)]:
+        if old != cur:
+            shutil.rmtree(Path(root) / VERSIONS / old, ignore_errors=True)
+
+
+def resolve_version_dir(path: str | Path, version: str | None = None) -> Path:
+    """A model root (uses CURRENT or `version`) or a version directory -> the version directory."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model directory {path} does not exist; run 'patchcore-edge calibrate --output {path}' first")
+    if (path / MANIFEST).is_file() and version is None:
+        return path
+    name = version or current_version(path)
+    if name is None:
+        raise ModelError(f"{path} is not a model directory (no {CURRENT} file or {MANIFEST}); "
+                         "point at the folder 'patchcore-edge calibrate --output' wrote")
+    vpath = path / VERSIONS / name
+    if not (vpath / MANIFEST).is_file():
+        raise ModelError(f"model directory {path}: version {name!r} is missing; "
+                         f"available: {list_versions(path)} (roll back with 'patchcore-edge rollback')")
+    return vpath
+
+
+REQUIRED_KEYS = ("format_version", "version", "backbone", "input_size", "normalization", "grid", "feature_dim",
+                 "coreset_size", "threshold", "score_stats", "files")
+
+
+def load_model(path: str | Path, version: str | None = None, verify: bool = True) -> Model:
+    """Load and verify a model version (format, hashes, shapes); ModelError says what is wrong."""
+    from safetensors.numpy import load_file
+
+    vpath = resolve_version_dir(path, version)
+    try:
+        manifest = json.loads((vpath / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{vpath / MANIFEST} is unreadable or not JSON ({e}); roll back or recalibrate") from e
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ModelError(f"{vpath / MANIFEST} lacks {missing}; it was not written by patchcore-edge, recalibrate")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ModelError(f"{vpath} has model format {manifest['format_version']}, this build reads "
+                         f"{FORMAT_VERSION}; recalibrate with this version or install a matching patchcore-edge")
+    if verify:
+        for fname, digest in manifest["files"].items():
+            f = vpath / fname
+            if not f.is_file():
+                raise ModelError(f"{f} is missing; the model directory is incomplete, roll back or recalibrate")
+            if sha256_file(f) != digest:
+                raise ModelError(f"{f} is corrupt (sha256 does not match the manifest); roll back or recalibrate")
+    try:
+        bank = load_file(str(vpath / CORESET))["coreset"]
+    except Exception as e:
+        raise ModelError(f"{vpath / CORESET} cannot be read ({e}); roll back or recalibrate") from e
+    if bank.ndim != 2 or bank.shape != (manifest["coreset_size"], manifest["feature_dim"]):
+        raise ModelError(f"{vpath / CORESET} has shape {bank.shape}, manifest says "
+                         f"({manifest['coreset_size']}, {manifest['feature_dim']}); recalibrate")
+    return Model(path=vpath, manifest=manifest, bank=np.ascontiguousarray(bank, dtype=np.float32))

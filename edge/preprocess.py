@@ -1,0 +1,72 @@
+"""Image reading and preprocessing: one path for calibrate, evaluate, infer and the daemon.
+
+Any image OpenCV reads (png, jpg, bmp, tiff; 8/16-bit; grayscale, colour or with alpha; any
+size) becomes a BGR uint8 frame, OpenCV's and the cameras' own order (converting a full
+900 px frame to RGB would cost ~1 ms for nothing); `to_input` resizes it to the model's
+square input, swaps to RGB on the small image and normalises with the backbone's mean/std. Calibration and inference cannot drift apart
+because both call these two functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Grayscale/BGR/BGRA/16-bit OpenCV image -> BGR uint8 (H, W, 3)."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as BGR uint8; ImageError with the path if it cannot be decoded."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise ImageError(f"image {path} does not exist")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ImageError(f"cannot decode {path}: not an image OpenCV reads (png, jpg, bmp, tiff) or truncated")
+    return to_bgr8(img)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Files in a folder (not recursive) with an image extension, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"image folder {folder} does not exist or is not a folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size; INTER_AREA when shrinking (anti-aliased), linear when enlarging."""
+    h, w = img.shape[:2]
+    interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def normalise(bgr_sq: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(S, S, 3) BGR uint8 -> (3, S, S) RGB float32 normalised with the backbone's (RGB) mean/std."""
+    std_a = np.asarray(std, dtype=np.float32)
+    scale = 1.0 / (255.0 * std_a)
+    shift = np.asarray(mean, dtype=np.float32) / std_a
+    x = bgr_sq[:, :, ::-1].astype(np.float32) * scale - shift
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def to_input(bgr: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """BGR uint8 frame of any size -> (3, size, size) RGB float32 network input."""
+    return normalise(resize_square(bgr, size), mean, std)

@@ -1,0 +1,86 @@
+"""PatchCore scoring maths: plain functions, no I/O.
+
+- patch score = L2 distance (not squared) from a patch feature to its nearest coreset vector;
+- image score = max patch score, optionally reweighted as in Roth et al. 2022, eq. 7;
+- anomaly map = patch scores upsampled bilinearly to the input size, Gaussian blur sigma=4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+GAUSSIAN_SIGMA = 4.0
+REWEIGHT_NEIGHBOURS = 9  # b in eq. 7
+
+
+def patches_of(features: np.ndarray) -> np.ndarray:
+    """(D, h, w) feature map -> (h*w, D) patch vectors, row-major over the grid."""
+    d = features.shape[0]
+    return np.ascontiguousarray(features.reshape(d, -1).T)
+
+
+def anomaly_map(patch_scores: np.ndarray, size: int, sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
+    """(h, w) patch scores -> (size, size) map: bilinear upsample, then Gaussian blur."""
+    up = cv2.resize(patch_scores.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    k = 2 * int(4.0 * sigma + 0.5) + 1  # kernel covers +-4 sigma, as anomalib does
+    return cv2.GaussianBlur(up, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def reweighted_image_score(patches: np.ndarray, scores: np.ndarray, nn_idx: np.ndarray, bank: np.ndarray,
+                           bank_search) -> float:
+    """Eq. 7: s = (1 - exp|m_t - m*| / sum_{m in N_b(m*)} exp|m_t - m|) * s*.
+
+    m_t is the most anomalous test patch, m* its nearest bank vector, N_b(m*) the b nearest
+    bank vectors of m* (m* included). Down-weights a max score whose neighbourhood in the
+    bank is itself sparse (a rare but normal pattern).
+    """
+    i = int(scores.argmax())
+    s_star = float(scores[i])
+    m_star = bank[int(nn_idx[i])]
+    _, nb = bank_search.search(m_star[None], k=min(REWEIGHT_NEIGHBOURS, len(bank)))
+    d = np.linalg.norm(bank[nb[0]] - patches[i], axis=1)
+    # softmax-style ratio, computed stably by shifting by the smallest distance
+    w = np.exp(s_star - d.min()) / np.exp(d - d.min()).sum()
+    return float((1.0 - w) * s_star)
+
+
+@dataclass
+class Scored:
+    """One image's PatchCore result in model units (before thresholding)."""
+
+    score: float  # image score (max patch distance, or eq. 7)
+    patch_scores: np.ndarray  # (h, w)
+
+
+def score_features(features: np.ndarray, search, bank: np.ndarray | None = None, reweight: bool = False) -> Scored:
+    """Score one (D, h, w) feature map against a search index over the bank."""
+    h, w = features.shape[1:]
+    patches = patches_of(features)
+    dist, idx = search.search(patches, k=1)
+    dist, idx = dist[:, 0], idx[:, 0]
+    if reweight:
+        if bank is None:
+            raise ValueError("reweighting needs the bank vectors")
+        score = reweighted_image_score(patches, dist, idx, bank, search)
+    else:
+        score = float(dist.max())
+    return Scored(score=score, patch_scores=dist.reshape(h, w))
+
+
+def score_many(features: np.ndarray, search, reweight: bool = False,
+               bank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores (B,), patch scores (B, h, w)) for a batch, with one search call."""
+    b, d, h, w = features.shape
+    patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d))
+    dist, idx = search.search(patches, k=1)
+    dist = dist[:, 0].reshape(b, h * w)
+    maps = dist.reshape(b, h, w)
+    if not reweight:
+        return dist.max(axis=1), maps
+    idx = idx[:, 0].reshape(b, h * w)
+    per = patches.reshape(b, h * w, d)
+    scores = np.array([reweighted_image_score(per[j], dist[j], idx[j], bank, search) for j in range(b)])
+    return scores, maps
