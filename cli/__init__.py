@@ -1,0 +1,1 @@
+"""The `patchcore-edge` command: one entry point that wires the packages' subcommands."""

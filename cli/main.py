@@ -1,0 +1,44 @@
+"""`patchcore-edge <command>`: subcommands from calibrate/, export/ and edge/.
+
+Errors the user can fix (PatchcoreError) print as one line on stderr with exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from edge.errors import PatchcoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import calibrate.cli
+    import edge.cli_infer
+
+    parser = argparse.ArgumentParser(prog="patchcore-edge", description="PatchCore visual inspection for the edge")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    calibrate.cli.add_parser(sub)
+    edge.cli_infer.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise
+    try:
+        return int(args.func(args) or 0)
+    except PatchcoreError as e:
+        print(f"patchcore-edge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""`patchcore-edge infer`: score image files offline; heatmap overlays + one JSON line per image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .backends import BACKENDS
+from .errors import ImageError
+from .heatmap import overlay
+from .inspector import Inspector
+from .modeldir import atomic_write_bytes, load_model
+from .preprocess import IMAGE_EXTENSIONS, list_images, read_image
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="score image files with a model",
+                       description="Score images offline; prints a JSON line per image.")
+    p.add_argument("--model", type=Path, required=True, help="model directory (or one version inside it)")
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("--output-dir", type=Path, help="write heatmap overlays here (<stem>_heatmap.jpg)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="feature backend (default: auto)")
+    p.add_argument("--heatmap-size", type=int, default=900, help="longest side of written overlays, px")
+    p.set_defaults(func=run)
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += list_images(p)
+        elif p.suffix.lower() in IMAGE_EXTENSIONS or p.is_file():
+            out.append(p)
+        else:
+            raise ImageError(f"{p} is neither an image file nor a folder")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    inspector = Inspector(load_model(args.model), backend=args.backend)
+    if args.output_dir:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in expand(args.images):
+        t0 = time.perf_counter()
+        try:
+            frame = read_image(path)
+        except ImageError as e:
+            print(json.dumps({"image": str(path), "error": str(e)}), flush=True)
+            failures += 1
+            continue
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        r = inspector.inspect(frame)
+        rec = {"image": str(path), "score": round(r.score, 5), "normalised_score": round(r.normalised, 5),
+               "threshold": round(r.threshold, 5), "verdict": r.verdict, "model_version": r.model_version,
+               "timings_ms": {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in r.timings_ms.items()}}}
+        if args.output_dir:
+            img = overlay(frame, r.anomaly_map, r.threshold, max_side=args.heatmap_size)
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            out = args.output_dir / f"{path.parent.name}_{path.stem}_heatmap.jpg"
+            atomic_write_bytes(out, np.asarray(buf).tobytes())
+            rec["heatmap"] = str(out)
+        print(json.dumps(rec), flush=True)
+    return 1 if failures else 0

@@ -1,0 +1,64 @@
+"""One camera view's inspection: frame -> features -> 1-NN -> score, verdict and anomaly map."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends import create_backend
+from .backends.base import FeatureBackend
+from .knn import make_search
+from .modeldir import Model
+from .preprocess import to_input
+from .scoring import anomaly_map, score_features
+
+
+@dataclass
+class Inspection:
+    """The verdict for one frame, in the units the MQTT contract publishes."""
+
+    score: float  # raw image score (L2 distance in feature space)
+    normalised: float  # score / threshold: 1.0 is the boundary
+    threshold: float
+    verdict: str  # "pass" or "fail"
+    patch_scores: np.ndarray  # (h, w)
+    anomaly_map: np.ndarray  # (S, S), input resolution, blurred
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Inspector:
+    """Holds a loaded model, its feature backend and its search index; `inspect` is thread-safe
+    for one caller at a time (the daemon gives each camera its own worker)."""
+
+    def __init__(self, model: Model, backend: str | FeatureBackend = "auto", search: str = "auto",
+                 reweight: bool = False):
+        self.model = model
+        self.backend = backend if isinstance(backend, FeatureBackend) else create_backend(
+            backend, model.onnx_path, model.manifest, engine_dir=model.path)
+        grid = model.manifest["grid"]
+        self.search = make_search(model.bank, grid[0] * grid[1], search)
+        self.reweight = reweight
+
+    def inspect(self, bgr: np.ndarray) -> Inspection:
+        """Score one BGR frame of any size."""
+        m = self.model
+        t0 = time.perf_counter()
+        x = to_input(bgr, m.input_size, m.mean, m.std)
+        t1 = time.perf_counter()
+        feats = self.backend(x[None])[0]
+        t2 = time.perf_counter()
+        scored = score_features(feats, self.search, m.bank, self.reweight)
+        t3 = time.perf_counter()
+        amap = anomaly_map(scored.patch_scores, m.input_size)
+        t4 = time.perf_counter()
+        norm = scored.score / m.threshold
+        return Inspection(
+            score=scored.score, normalised=norm, threshold=m.threshold,
+            verdict="fail" if norm > 1.0 else "pass",
+            patch_scores=scored.patch_scores, anomaly_map=amap, model_version=m.version,
+            timings_ms={"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3, "knn": (t3 - t2) * 1e3,
+                        "map": (t4 - t3) * 1e3},
+        )

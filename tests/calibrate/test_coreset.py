@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from calibrate.coreset import covering_radius, greedy_coreset, greedy_coreset_naive
+
+
+@pytest.fixture(scope="module")
+def patches(bottle):
+    from edge.backends.ort_backend import OrtBackend
+    from edge.extract import extract_features
+    from edge.graph_cache import extractor_onnx
+    from edge.preprocess import list_images
+
+    onnx, info = extractor_onnx()
+    f, _, _ = extract_features(OrtBackend(onnx), list_images(bottle / "train/good")[:6], 224, info.mean, info.std,
+                               progress=False)
+    return np.ascontiguousarray(f.transpose(0, 2, 3, 1).reshape(-1, f.shape[1]))
+
+
+def test_same_seed_same_coreset_and_equal_to_naive_greedy(patches):
+    a = greedy_coreset(patches, 100, seed=3, progress=False)
+    b = greedy_coreset(patches, 100, seed=3, progress=False)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, greedy_coreset_naive(patches, 100, seed=3))
+    assert len(set(a.tolist())) == 100
+    assert not np.array_equal(a, greedy_coreset(patches, 100, seed=4, progress=False))
+
+
+def test_greedy_covers_better_than_random(patches):
+    sel = greedy_coreset(patches, 50, progress=False)
+    rnd = np.random.default_rng(0).choice(len(patches), 50, replace=False)
+    assert covering_radius(patches, sel) < covering_radius(patches, rnd)
+
+
+def test_bad_sizes(patches):
+    with pytest.raises(ValueError, match="coreset size"):
+        greedy_coreset(patches, 0, progress=False)

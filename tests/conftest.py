@@ -1,0 +1,43 @@
+"""Shared fixtures: the real MVTec bottle data and one small real model built once per run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bottle() -> Path:
+    candidates = [os.environ.get("PATCHCORE_DATA", ""), ROOT.parent / "shared/data/mvtec/bottle",
+                  Path("/work/shared/data/mvtec/bottle")]
+    for c in candidates:
+        if c and (Path(c) / "train/good").is_dir():
+            return Path(c)
+    raise RuntimeError("MVTec bottle not found: set PATCHCORE_DATA=/path/to/mvtec/bottle")
+
+
+@pytest.fixture(scope="session")
+def bottle() -> Path:
+    return _bottle()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    os.environ["PATCHCORE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def small_model(bottle, tmp_path_factory) -> Path:
+    """A real model calibrated on 16 good bottle images (5% coreset to keep the bank useful)."""
+    from calibrate.build import CalibrationConfig, calibrate
+    from edge.preprocess import list_images
+
+    out = tmp_path_factory.mktemp("model") / "bottle"
+    paths = list_images(bottle / "train/good")[:16]
+    calibrate(CalibrationConfig(images=bottle / "train/good", output=out, image_paths=paths,
+                                coreset_ratio=0.05), progress=lambda *a: None)
+    return out
