@@ -17,65 +17,73 @@ argmax into one pass.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from tqdm import tqdm
 
 PREFIX_DIMS = 8  # leading principal coordinates that give the cheap lower bound
 CHUNK = 128  # steps between progress updates
+N_CHUNKS = max(1, min(8, os.cpu_count() or 1))  # parallel slices of the points per step
 
 
-def random_projection(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    """Gaussian JL projection to `dim` dims (identity when the features are already smaller)."""
+def projection_matrix(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """(D, dim) seeded Gaussian JL projection, rotated onto the projected data's principal axes.
+
+    The rotation keeps every distance of the projection (so the greedy selection is that of
+    the plain projection) and orders the coordinates by variance, which makes the first few
+    a tight lower bound. Fitted on at most 20k sampled rows; applied as one matmul.
+    """
     n, d = features.shape
-    if dim >= d:
-        return np.ascontiguousarray(features, dtype=np.float32)
     rng = np.random.default_rng(seed)
-    proj = rng.standard_normal((d, dim)).astype(np.float32) / np.sqrt(dim)
-    return features.astype(np.float32, copy=False) @ proj
+    proj = (rng.standard_normal((d, dim)) / np.sqrt(dim)) if dim < d else np.eye(d)
+    sample = features[np.sort(rng.choice(n, size=min(n, 20000), replace=False))].astype(np.float64) @ proj
+    _, _, vt = np.linalg.svd(sample - sample.mean(0), full_matrices=False)
+    return (proj @ vt.T).astype(np.float32)
 
 
-def _principal_rotation(z: np.ndarray, seed: int) -> np.ndarray:
-    """Centre and rotate z onto its principal axes (all distances unchanged), largest first."""
-    z = z - z.mean(axis=0, dtype=np.float64).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    sample = z[rng.choice(len(z), size=min(len(z), 20000), replace=False)]
-    _, _, vt = np.linalg.svd(sample.astype(np.float64), full_matrices=False)
-    return np.ascontiguousarray(z @ vt.T.astype(np.float32))
+def project(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """Features in the rotated projection space (N, min(dim, D)), float32."""
+    return np.ascontiguousarray(features.astype(np.float32, copy=False) @ projection_matrix(features, dim, seed))
 
 
-@njit(cache=True, nogil=True)
-def _greedy_steps(z, head, sq, head_sq, min_d, first, n_select):  # pragma: no cover - compiled
-    """The selection loop, one fused pass over the points per step (numba-compiled)."""
+@njit(cache=True, nogil=True, parallel=True)
+def _greedy_steps(z, head, min_d, first, n_select, n_chunks):  # pragma: no cover - compiled
+    """The selection loop: per step one fused pass (bound, update, argmax), chunks in parallel."""
     n, d = z.shape
     k = head.shape[1]
     chosen = np.empty(n_select, dtype=np.int64)
-    nxt = first
+    best = np.empty(n_chunks, dtype=np.float32)
+    best_j = np.empty(n_chunks, dtype=np.int64)
     c = np.empty(d, dtype=np.float32)
+    nxt = first
     for i in range(n_select):
         chosen[i] = nxt
         c[:] = z[nxt]
-        best, best_j = np.float32(-1.0), 0
-        for j in range(n):
-            m = min_d[j]
-            # lower bound from the leading principal coordinates; exact distance only if needed
-            p = np.float32(0.0)
-            for t in range(k):
-                diff = head[j, t] - c[t]
-                p += diff * diff
-            if p < m:
-                full = p
-                for t in range(k, d):
-                    diff = z[j, t] - c[t]
-                    full += diff * diff
-                if full < m:
-                    m = full
-                    min_d[j] = m
-            if m > best:
-                best, best_j = m, j
-        nxt = best_j
+        for t in prange(n_chunks):
+            lo, hi = t * n // n_chunks, (t + 1) * n // n_chunks
+            b, bj = np.float32(-1.0), lo
+            for j in range(lo, hi):
+                m = min_d[j]
+                # lower bound from the leading principal coordinates; exact distance only if needed
+                p = np.float32(0.0)
+                for q in range(k):
+                    diff = head[j, q] - c[q]
+                    p += diff * diff
+                if p < m:
+                    full = p
+                    for q in range(k, d):
+                        diff = z[j, q] - c[q]
+                        full += diff * diff
+                    if full < m:
+                        m = full
+                        min_d[j] = m
+                if m > b:
+                    b, bj = m, j
+            best[t], best_j[t] = b, bj
+        nxt = best_j[np.argmax(best)]  # first maximum wins, as in the serial loop
     return chosen
 
 
@@ -85,7 +93,7 @@ def greedy_coreset(features: np.ndarray, n_select: int, proj_dim: int = 128, see
     n = len(features)
     if not 1 <= n_select <= n:
         raise ValueError(f"coreset size must be in [1, {n}], got {n_select}")
-    z = _principal_rotation(random_projection(features, proj_dim, seed), seed)
+    z = project(features, proj_dim, seed)
     head = np.ascontiguousarray(z[:, :PREFIX_DIMS])
     rng = np.random.default_rng(seed)
     nxt = int(rng.integers(n))
@@ -95,7 +103,7 @@ def greedy_coreset(features: np.ndarray, n_select: int, proj_dim: int = 128, see
     bar = tqdm(total=n_select, desc="coreset", unit="pt", disable=not progress, leave=False)
     while done < n_select:  # chunks only to report progress; the loop state carries over
         step = min(CHUNK, n_select - done)
-        part = _greedy_steps(z, head, None, None, min_d, nxt, step + 1)
+        part = _greedy_steps(z, head, min_d, nxt, step + 1, N_CHUNKS)
         chosen[done:done + step] = part[:step]
         nxt = int(part[step])
         done += step
@@ -108,7 +116,7 @@ def greedy_coreset(features: np.ndarray, n_select: int, proj_dim: int = 128, see
 
 def greedy_coreset_naive(features: np.ndarray, n_select: int, proj_dim: int = 128, seed: int = 0) -> np.ndarray:
     """Reference: plain k-center greedy with a full pass per step (tests compare against it)."""
-    z = _principal_rotation(random_projection(features, proj_dim, seed), seed)
+    z = project(features, proj_dim, seed)
     sq = np.einsum("ij,ij->i", z, z)
     rng = np.random.default_rng(seed)
     chosen = [int(rng.integers(len(z)))]
@@ -122,7 +130,7 @@ def greedy_coreset_naive(features: np.ndarray, n_select: int, proj_dim: int = 12
 
 def covering_radius(features: np.ndarray, chosen: np.ndarray, proj_dim: int = 128, seed: int = 0) -> float:
     """Largest distance from any point to its nearest chosen point, in the projected space."""
-    z = random_projection(features, proj_dim, seed)
+    z = project(features, proj_dim, seed)
     c = z[chosen]
     d = (np.einsum("ij,ij->i", z, z)[:, None] - 2.0 * z @ c.T + np.einsum("ij,ij->i", c, c)).min(1)
     return float(np.sqrt(max(d.max(), 0.0)))
