@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backbone import DEFAULT_BACKBONE
+from edge.backbone import DEFAULT_BACKBONE, preset
 from edge.backends.ort_backend import OrtBackend
 from edge.errors import ConfigError, ImageError
 from edge.extract import extract_features
@@ -49,8 +49,9 @@ class CalibrationConfig:
     output: Path
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
-    input_size: int = 224
-    coreset_ratio: float = 0.01
+    input_size: int | None = None  # None: the backbone's preset (edge.backbone.PRESETS)
+    coreset_ratio: float | None = None
+    strides: tuple[int, int] | None = None
     projection_dim: int = 128
     feature_dim: int | None = None
     holdout: float = 0.2
@@ -61,8 +62,14 @@ class CalibrationConfig:
     extra_manifest: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Fill preset defaults, then check every value."""
+        p = preset(self.backbone)
+        self.input_size = p.input_size if self.input_size is None else self.input_size
+        self.coreset_ratio = p.coreset_ratio if self.coreset_ratio is None else self.coreset_ratio
+        self.strides = p.strides if self.strides is None else tuple(self.strides)
         if not 0.0 < self.coreset_ratio <= 1.0:
-            raise ConfigError(f"coreset ratio must be in (0, 1], got {self.coreset_ratio}; 0.01 is the default")
+            raise ConfigError(f"coreset ratio must be in (0, 1], got {self.coreset_ratio}; "
+                              f"{p.coreset_ratio} is the default for {self.backbone}")
         if not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"holdout fraction must be in (0, 1), got {self.holdout}")
         if not 32 <= self.input_size <= 1024 or self.input_size % 16:
@@ -107,7 +114,7 @@ def calibrate(cfg: CalibrationConfig, progress: Progress | None = None) -> Calib
         raise ImageError(f"no image files (png, jpg, bmp, tiff) in {cfg.images}; point --images at the good samples")
 
     t = time.perf_counter()
-    onnx_bytes, info = extractor_onnx(cfg.backbone, cfg.weights, cfg.input_size, cfg.feature_dim)
+    onnx_bytes, info = extractor_onnx(cfg.backbone, cfg.weights, cfg.input_size, cfg.feature_dim, cfg.strides)
     backend = OrtBackend(onnx_bytes)
     timings["backbone"] = time.perf_counter() - t
 
@@ -151,7 +158,7 @@ def calibrate(cfg: CalibrationConfig, progress: Progress | None = None) -> Calib
     manifest = {
         "backbone": {
             "name": info.name, "timm_name": info.timm_name, "layers": list(info.layers),
-            "channels": list(info.channels), "weights_sha256": info.weights_sha256,
+            "channels": list(info.channels), "strides": list(cfg.strides), "weights_sha256": info.weights_sha256,
             "weights_source": info.weights_source, "weights_path": cfg.weights,
         },
         "input_size": cfg.input_size,

@@ -21,8 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, help="model directory to create (or add a version to, with --force)")
     p.add_argument("--backbone", help="efficientnet_lite0 (default, embedded) or a timm name, e.g. resnet18")
     p.add_argument("--weights", type=Path, help="local weights file (.safetensors or .pth state dict)")
-    p.add_argument("--input-size", type=int, help="square network input in px (default 224)")
-    p.add_argument("--coreset-ratio", type=float, help="fraction of patches kept (default 0.01)")
+    p.add_argument("--input-size", type=int, help="square network input in px (default: 192 for Lite0, else 224)")
+    p.add_argument("--coreset-ratio", type=float,
+                   help="fraction of patches kept (default: 0.0025 for Lite0's stride-4 grid, else 0.01)")
     p.add_argument("--projection-dim", type=int, help="random projection dims for the coreset (default 128)")
     p.add_argument("--feature-dim", type=int, help="reduce patch features to this many dims (default: keep)")
     p.add_argument("--holdout", type=float, help="fraction of images held out for the threshold (default 0.2)")

@@ -20,8 +20,10 @@ class CalibrateSettings(BaseModel):
     output: Path | None = Field(None, description="model directory to write")
     backbone: str = Field(DEFAULT_BACKBONE, description="'efficientnet_lite0' (embedded) or a timm name")
     weights: Path | None = Field(None, description="local weights file for non-default backbones")
-    input_size: int = Field(224, ge=32, le=1024, multiple_of=16, description="square network input, px")
-    coreset_ratio: float = Field(0.01, gt=0.0, le=1.0, description="fraction of patches kept in the bank")
+    input_size: int | None = Field(None, ge=32, le=1024, multiple_of=16,
+                                   description="square network input, px (default: the backbone's preset)")
+    coreset_ratio: float | None = Field(None, gt=0.0, le=1.0,
+                                        description="fraction of patches kept in the bank (default: preset)")
     projection_dim: int = Field(128, ge=1, le=4096, description="random projection dims for the greedy search")
     feature_dim: int | None = Field(None, ge=8, le=4096, description="reduce patch features to this many dims")
     holdout: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of images held out for the threshold")

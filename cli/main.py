@@ -16,12 +16,14 @@ from edge.errors import PatchcoreError
 
 def build_parser() -> argparse.ArgumentParser:
     import calibrate.cli
+    import calibrate.cli_evaluate
     import edge.cli_infer
 
     parser = argparse.ArgumentParser(prog="patchcore-edge", description="PatchCore visual inspection for the edge")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     calibrate.cli.add_parser(sub)
+    calibrate.cli_evaluate.add_parser(sub)
     edge.cli_infer.add_parser(sub)
     return parser
 

@@ -26,9 +26,31 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # Our short names for timm architectures; any other timm name is accepted as is.
 ALIASES = {DEFAULT_BACKBONE: "tf_efficientnet_lite0"}
-# PatchCore's "mid-level" stages: the last feature maps at stride 8 and 16
-# (ResNet: layer2 + layer3; EfficientNet-Lite0: blocks.2 + blocks.4).
+# PatchCore's "mid-level" stages: the last feature maps at stride 8 and 16 (ResNet:
+# layer2 + layer3), as in the paper.
 STAGE_STRIDES = (8, 16)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults per backbone, chosen by measurement on MVTec bottle (README, issue notes)."""
+
+    strides: tuple[int, int] = STAGE_STRIDES
+    input_size: int = 224
+    coreset_ratio: float = 0.01
+
+
+# EfficientNet-Lite0 downsamples early and its stride-16 stage is already abstract: on
+# bottle, stride 8+16 at 224 px gives pixel AUROC 0.981 / pixel F1 0.68, while its stride
+# 4+8 stages (blocks.1 + blocks.2, 64 dims, a 48x48 grid at 192 px) give 0.988 / 0.78 and
+# a cheaper trunk. With 4x more patches per image, 0.25% keeps the bank (~1.2k vectors)
+# and the kNN cost at the size 1% gives for stride 8.
+PRESETS = {DEFAULT_BACKBONE: Preset(strides=(4, 8), input_size=192, coreset_ratio=0.0025)}
+
+
+def preset(name: str) -> Preset:
+    """Defaults for a backbone (the paper's for anything without a measured preset)."""
+    return PRESETS.get(name, Preset())
 
 
 @dataclass(frozen=True)
@@ -137,16 +159,17 @@ def create_classifier(name: str = DEFAULT_BACKBONE, weights: str | Path | None =
     return model.eval(), digest.hexdigest(), f"timm-hub:{timm_name}"
 
 
-def mid_level_layers(model: "nn.Module") -> tuple[tuple[str, str], tuple[int, int]]:
-    """Module names and channels of the last feature maps at stride 8 and 16."""
+def mid_level_layers(model: "nn.Module", strides: tuple[int, int] = STAGE_STRIDES
+                     ) -> tuple[tuple[str, str], tuple[int, int]]:
+    """Module names and channels of the last feature maps at the two strides (default 8, 16)."""
     info = getattr(model, "feature_info", None)
     if not info:
         raise BackboneError(f"{type(model).__name__} exposes no feature_info; use a timm CNN backbone")
     picked = {}
     for entry in info:
-        if entry["reduction"] in STAGE_STRIDES:
+        if entry["reduction"] in strides:
             picked[entry["reduction"]] = (entry["module"], entry["num_chs"])
     if len(picked) != 2:
-        raise BackboneError("backbone has no stride-8 and stride-16 stages; PatchCore needs a CNN")
-    (l8, c8), (l16, c16) = picked[8], picked[16]
-    return (l8, l16), (c8, c16)
+        raise BackboneError(f"backbone has no feature maps at strides {strides}; PatchCore needs a CNN")
+    (l_a, c_a), (l_b, c_b) = picked[strides[0]], picked[strides[1]]
+    return (l_a, l_b), (c_a, c_b)

@@ -1,13 +1,14 @@
 """PatchCore patch features as one ONNX-exportable module: trunk + local aggregation.
 
 Conventions (Roth et al. 2022, section 3.1):
-- two mid-level stages (stride 8 and 16) of an ImageNet CNN;
+- two mid-level stages of an ImageNet CNN (stride 8 and 16; EfficientNet-Lite0's preset
+  uses 4 and 8, see backbone.PRESETS);
 - each map gets 3x3 local average pooling, stride 1, padding 1 (the patch neighbourhood);
 - the deeper map is upsampled bilinearly to the shallower grid; channels are concatenated;
 - optionally the channels are reduced to a fixed dimension by averaging adjacent channels
   (the official implementation's adaptive average pooling, written as a fixed 1x1 conv so
   it exports to ONNX/TensorRT).
-Input: normalised images (B, 3, S, S). Output: (B, D, S/8, S/8) patch features.
+Input: normalised images (B, 3, S, S). Output: (B, D, S/s, S/s) patch features, s the shallower stage's stride.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import DEFAULT_BACKBONE, BackboneInfo, create_classifier, mid_level_layers
+from .backbone import DEFAULT_BACKBONE, STAGE_STRIDES, BackboneInfo, create_classifier, mid_level_layers
 
 
 def channel_average_matrix(in_dim: int, out_dim: int) -> torch.Tensor:
@@ -93,12 +94,13 @@ def build_extractor(
     weights: str | Path | None = None,
     feature_dim: int | None = None,
     input_size: int = 224,
+    strides: tuple[int, int] = STAGE_STRIDES,
 ) -> tuple[PatchFeatures, BackboneInfo]:
     """Build the eval-mode patch feature module (for one input size) and its manifest record."""
     from timm.models import create_feature_extractor
 
     model, sha, source = create_classifier(name, weights)
-    layers, chans = mid_level_layers(model)
+    layers, chans = mid_level_layers(model, tuple(strides))
     trunk = create_feature_extractor(model, {layers[0]: layers[0], layers[1]: layers[1]})
     cfg = model.pretrained_cfg
     info = BackboneInfo(

@@ -21,7 +21,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PATCHCORE_CACHE", Path.home() / ".cache" / "patchcore-edge"))
 
 
-def _key(name: str, weights: str | None, input_size: int, feature_dim: int | None) -> str | None:
+def _key(name: str, weights: str | None, input_size: int, feature_dim: int | None, strides) -> str | None:
     from importlib.metadata import version
 
     from .backbone import sha256_file
@@ -34,16 +34,17 @@ def _key(name: str, weights: str | None, input_size: int, feature_dim: int | Non
         wsha = sha256_file(_embedded_lite0_path())
     else:
         return None  # hub weights: no cheap fingerprint, do not cache
-    raw = json.dumps([name, wsha, input_size, feature_dim, version("timm")])
+    raw = json.dumps([name, wsha, input_size, feature_dim, list(strides), version("timm")])
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
 def extractor_onnx(name: str = DEFAULT_BACKBONE, weights: str | None = None, input_size: int = 224,
-                   feature_dim: int | None = None, use_cache: bool = True) -> tuple[bytes, BackboneInfo]:
+                   feature_dim: int | None = None, strides: tuple[int, int] = (8, 16),
+                   use_cache: bool = True) -> tuple[bytes, BackboneInfo]:
     """ONNX bytes of the patch-feature graph and its BackboneInfo (from cache when possible)."""
     from .modeldir import atomic_write_bytes
 
-    key = _key(name, weights, input_size, feature_dim) if use_cache else None
+    key = _key(name, weights, input_size, feature_dim, strides) if use_cache else None
     if key:
         onnx_path, info_path = cache_dir() / f"{key}.onnx", cache_dir() / f"{key}.json"
         if onnx_path.is_file() and info_path.is_file():
@@ -53,7 +54,7 @@ def extractor_onnx(name: str = DEFAULT_BACKBONE, weights: str | None = None, inp
     from .features import build_extractor
     from .onnx_graph import export_onnx_bytes
 
-    extractor, info = build_extractor(name, weights, feature_dim, input_size)
+    extractor, info = build_extractor(name, weights, feature_dim, input_size, strides)
     data = export_onnx_bytes(extractor, input_size)
     if key:
         try:

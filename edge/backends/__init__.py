@@ -48,7 +48,7 @@ def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir:
 
     bb = manifest["backbone"]
     extractor, _ = build_extractor(bb["name"], bb.get("weights_path"), manifest.get("feature_dim_request"),
-                                   int(manifest["input_size"]))
+                                   int(manifest["input_size"]), tuple(bb["strides"]))
     return TorchBackend(extractor, half=fp16)
 
 

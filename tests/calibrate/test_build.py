@@ -14,14 +14,15 @@ from edge.preprocess import list_images, read_image
 def test_model_scores_real_defects_above_threshold_and_goods_below(small_model, bottle):
     model = load_model(small_model)
     man = model.manifest
-    assert man["training"]["images"] == 16 and man["grid"] == [28, 28] and model.bank.shape[1] == 152
+    assert man["training"]["images"] == 16 and man["grid"] == [48, 48] and model.bank.shape[1] == 64
+    assert man["backbone"]["layers"] == ["blocks.1", "blocks.2"] and man["input_size"] == 192
     assert man["backbone"]["weights_sha256"] and man["threshold"] >= man["score_stats"]["max"]
     insp = Inspector(model, backend="onnxruntime")
     good = [insp.inspect(read_image(p)).score for p in list_images(bottle / "test/good")[:4]]
     bad = [insp.inspect(read_image(p)).score for p in list_images(bottle / "test/broken_large")[:4]]
     assert max(good) < min(bad)
     r = insp.inspect(read_image(list_images(bottle / "test/broken_large")[0]))
-    assert r.verdict == "fail" and r.normalised > 1.0 and r.anomaly_map.shape == (224, 224)
+    assert r.verdict == "fail" and r.normalised > 1.0 and r.anomaly_map.shape == (192, 192)
 
 
 def _images(bottle, tmp_path, n=4):
@@ -84,7 +85,7 @@ def test_small_images_are_upscaled_with_a_warning(bottle, tmp_path, caplog):
     for i, p in enumerate(list_images(bottle / "train/good")[:3]):
         cv2.imwrite(str(d / f"{i}.jpg"), cv2.resize(cv2.imread(str(p)), (120, 100)))
     calibrate(_cfg(d, tmp_path / "m"), progress=lambda *a: None)
-    assert "smaller than the 224 px input" in caplog.text
+    assert "smaller than the 192 px input" in caplog.text
 
 
 def test_yaml_settings_reject_unknown_keys(tmp_path):
