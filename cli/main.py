@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     import calibrate.cli
     import calibrate.cli_evaluate
     import edge.cli_infer
+    import edge.cli_run
 
     parser = argparse.ArgumentParser(prog="patchcore-edge", description="PatchCore visual inspection for the edge")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.cli.add_parser(sub)
     calibrate.cli_evaluate.add_parser(sub)
     edge.cli_infer.add_parser(sub)
+    edge.cli_run.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,213 @@
+"""Camera capture: one thread per camera that only ever holds the latest frame.
+
+A source is behind a small interface so tests and replays feed real frames from a video
+file or an image folder. The capture thread drops (and counts) a frame that was not
+consumed before the next one arrived, reconnects with exponential backoff when the source
+fails to open or dies, and a watchdog reopens a stream whose last frame is older than the
+stall timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import PatchcoreError
+from .preprocess import list_images, read_image, to_bgr8
+
+log = logging.getLogger(__name__)
+
+
+class CameraError(PatchcoreError):
+    """A camera or stream that cannot be opened or read."""
+
+
+class FrameSource(ABC):
+    """Where frames come from; `finite` sources (files, folders) end unless looped."""
+
+    finite = False
+
+    @abstractmethod
+    def open(self) -> None:
+        """Open the source or raise CameraError saying what failed."""
+
+    @abstractmethod
+    def read(self) -> np.ndarray | None:
+        """The next BGR frame, or None when none came (stream hiccup) or the source ended."""
+
+    def close(self) -> None:
+        """Release the source."""
+
+
+class OpenCVSource(FrameSource):
+    """A V4L2 device index, an RTSP/HTTP URL or a video file, through cv2.VideoCapture."""
+
+    def __init__(self, source: str | int, loop: bool = False):
+        self.source = int(source) if isinstance(source, str) and source.isdigit() else source
+        self.finite = isinstance(self.source, str) and "://" not in self.source
+        self.loop = loop
+        self.cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        if self.finite and not Path(self.source).is_file():
+            raise CameraError(f"video file {self.source} does not exist")
+        self.cap = cv2.VideoCapture(self.source)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise CameraError(f"cannot open camera source {self.source!r}: check the device index/URL and that no "
+                              "other process holds it")
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self.cap.read()
+        if not ok and self.finite and self.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.cap.read()
+        return to_bgr8(frame) if ok else None
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+
+
+class FolderSource(FrameSource):
+    """Image files of a folder in name order: replays a recorded line or a test set."""
+
+    finite = True
+
+    def __init__(self, folder: str | Path, loop: bool = False):
+        self.folder, self.loop = Path(folder), loop
+        self.paths: list[Path] = []
+        self.i = 0
+
+    def open(self) -> None:
+        try:
+            self.paths = list_images(self.folder)
+        except PatchcoreError as e:
+            raise CameraError(str(e)) from e
+        if not self.paths:
+            raise CameraError(f"image folder {self.folder} holds no images")
+        self.i = 0
+
+    def read(self) -> np.ndarray | None:
+        while self.i < len(self.paths) or self.loop:
+            if self.i >= len(self.paths):
+                self.i = 0
+            path = self.paths[self.i]
+            self.i += 1
+            try:
+                return read_image(path)
+            except PatchcoreError as e:
+                log.warning("skipping frame: %s", e)
+        return None
+
+
+def make_source(source: str | int, loop: bool = False) -> FrameSource:
+    """Pick the source type: a folder replays images, anything else goes to OpenCV."""
+    if isinstance(source, str) and Path(source).is_dir():
+        return FolderSource(source, loop)
+    return OpenCVSource(source, loop)
+
+
+class Capture(threading.Thread):
+    """Reads a source continuously and keeps only the newest frame for the consumer."""
+
+    def __init__(self, name: str, source: FrameSource, fps: float, stall_timeout_s: float = 5.0,
+                 backoff_max_s: float = 10.0):
+        super().__init__(name=f"capture-{name}", daemon=True)
+        self.camera, self.source = name, source
+        # replayed files are paced at the target rate; live sources deliver at their own rate
+        self.pace = 1.0 / fps if source.finite else 0.0
+        self.stall_timeout_s, self.backoff_max_s = stall_timeout_s, backoff_max_s
+        self.cond = threading.Condition()
+        self.frame: np.ndarray | None = None
+        self.seq = 0
+        self.t_frame = 0.0
+        self.consumed_seq = 0
+        self.frames = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.status = "starting"
+        self.error: str | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.cond:
+            self.cond.notify_all()
+
+    def _set_status(self, status: str, error: str | None = None) -> None:
+        if status != self.status:
+            log.info("camera %s: %s%s", self.camera, status, f" ({error})" if error else "")
+        self.status, self.error = status, error
+        with self.cond:
+            self.cond.notify_all()
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self.source.open()
+            except CameraError as e:
+                self._set_status("offline", str(e))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.backoff_max_s)
+                self.reconnects += 1
+                continue
+            backoff = 0.5
+            self._set_status("online")
+            ended = self._read_loop()
+            self.source.close()
+            if ended:
+                self._set_status("ended")
+                return
+            if not self._stop.is_set():
+                self.reconnects += 1
+                self._set_status("offline", "stream stalled or died; reconnecting")
+        self._set_status("stopped")
+
+    def _read_loop(self) -> bool:
+        """Read until stopped (False), the finite source ends (True) or the stream stalls (False)."""
+        last_ok = time.monotonic()
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            frame = self.source.read()
+            now = time.monotonic()
+            if frame is None:
+                if self.source.finite:
+                    return True
+                if now - last_ok > self.stall_timeout_s:  # watchdog on frame age
+                    return False
+                time.sleep(0.01)
+                continue
+            last_ok = now
+            with self.cond:
+                if self.seq > self.consumed_seq:
+                    self.dropped += 1  # the previous frame was never inspected
+                self.frame, self.t_frame = frame, time.perf_counter()
+                self.seq += 1
+                self.frames += 1
+                self.cond.notify_all()
+            if self.pace:
+                next_t = max(next_t + self.pace, now)
+                self._stop.wait(max(0.0, next_t - time.monotonic()))
+        return False
+
+    def latest(self, after_seq: int, timeout: float) -> tuple[int, np.ndarray, float] | None:
+        """The newest frame with seq > after_seq (waits up to timeout), or None."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.seq <= after_seq:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set() or self.status in ("ended", "stopped"):
+                    if self.seq > after_seq:
+                        break
+                    return None
+                self.cond.wait(left)
+            self.consumed_seq = self.seq
+            return self.seq, self.frame, self.t_frame

@@ -1,0 +1,131 @@
+"""Daemon configuration (YAML, validated with pydantic; unknown keys are rejected).
+
+Secrets are read when the config is loaded, never at import: the MQTT password comes from
+a file (systemd LoadCredential= puts it in $CREDENTIALS_DIRECTORY) or an environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(Strict):
+    ca: Path = Field(description="CA certificate file (PEM)")
+    cert: Path | None = Field(None, description="client certificate (PEM), for mutual TLS")
+    key: Path | None = Field(None, description="client key (PEM), for mutual TLS")
+
+
+class MqttConfig(Strict):
+    host: str = Field("127.0.0.1", description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    client_id: str = Field("patchcore-edge", min_length=1, description="MQTT client id")
+    prefix: str = Field("patchcore", min_length=1, description="topic prefix")
+    username: str | None = Field(None, description="broker user name")
+    password_file: Path | None = Field(None, description="file holding the password (first line)")
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    tls: TlsConfig | None = Field(None, description="TLS settings; plain TCP when absent")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of results and state")
+    keepalive: int = Field(30, ge=5, le=3600, description="keepalive seconds")
+    buffer: int = Field(1000, ge=0, le=1_000_000, description="results kept while the broker is away")
+
+    @field_validator("prefix")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        if any(c in v for c in "#+") or v.endswith("/"):
+            raise ValueError("must not contain '#', '+' or end with '/'")
+        return v
+
+    def password(self) -> str | None:
+        """The password from its file or environment variable (read now, not at import)."""
+        if self.password_file:
+            path = self.password_file
+            if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
+                path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
+            try:
+                return path.read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as e:
+                raise ConfigError(f"mqtt.password_file {path} cannot be read or is empty") from e
+        if self.password_env:
+            if self.password_env not in os.environ:
+                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set")
+            return os.environ[self.password_env]
+        return None
+
+
+class HeatmapConfig(Strict):
+    mode: Literal["every", "fail", "interval", "off"] = Field("every", description="when to publish heatmaps")
+    interval_s: float = Field(5.0, gt=0, description="seconds between heatmaps in 'interval' mode")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality")
+    max_side: int = Field(320, ge=32, le=4096, description="longest side of the heatmap image, px")
+
+
+class CameraConfig(Strict):
+    name: str = Field(description="camera name, used in topics", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str | int = Field(description="device index, RTSP/HTTP URL, video file or image folder")
+    model: Path = Field(description="model directory written by 'patchcore-edge calibrate'")
+    roi: tuple[int, int, int, int] | None = Field(None, description="crop x, y, width, height before inference")
+    fps: float = Field(10.0, gt=0, le=1000, description="target inspection rate (frames/s)")
+    trigger: Literal["continuous", "mqtt"] = Field("continuous", description="inspect every frame or on trigger")
+    loop: bool = Field(False, description="replay a video file / image folder forever")
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field("auto", description="feature backend")
+    stall_timeout_s: float = Field(5.0, gt=0, description="reopen the source when no frame came for this long")
+    heatmap: HeatmapConfig = Field(default_factory=HeatmapConfig)
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_positive(cls, v):
+        if v is not None and (v[0] < 0 or v[1] < 0 or v[2] <= 0 or v[3] <= 0):
+            raise ValueError("x, y must be >= 0 and width, height > 0")
+        return v
+
+
+class DaemonConfig(Strict):
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    cameras: list[CameraConfig] = Field(min_length=1, description="cameras to inspect")
+    stats_interval_s: float = Field(5.0, gt=0, description="seconds between stats messages")
+    exit_when_done: bool = Field(False, description="stop when every finite source (file/folder) has ended")
+    print_results: bool = Field(False, description="also print each verdict as a JSON line on stdout")
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [c.name for c in self.cameras]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"camera names must be unique, repeated: {sorted(dup)}")
+        return self
+
+
+def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
+    """Read and validate a YAML config; ConfigError names the file and the offending key path."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} does not exist") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    try:
+        cfg = DaemonConfig.model_validate(data or {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: {where}: {err['msg']}") from e
+    base = base_dir or path.parent
+    for cam in cfg.cameras:  # relative paths are relative to the config file
+        if not cam.model.is_absolute():
+            cam.model = (base / cam.model).resolve()
+        if isinstance(cam.source, str) and not ("://" in cam.source or cam.source.isdigit()):
+            src = Path(cam.source)
+            cam.source = str(src if src.is_absolute() else (base / src).resolve())
+    return cfg

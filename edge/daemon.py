@@ -1,0 +1,214 @@
+"""The edge daemon: cameras -> features -> 1-NN -> verdict -> MQTT, until told to stop.
+
+Wiring only: capture (capture.py), scoring (inspector.py), transport (mqtt_link.py) and
+systemd (sdnotify.py) live in their own modules. One capture thread and one inspection
+worker per camera; a camera whose model is missing or corrupt is refused with a clear
+message while the others run. Frames are not batched across cameras: at batch 1 ONNX
+Runtime already uses both cores here, so batching would add waiting without adding
+throughput on this class of machine.
+
+Exit codes: 0 stopped by a signal or every finite source ended (exit_when_done);
+2 bad config; 3 no camera could start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+from .capture import Capture, make_source
+from .config import CameraConfig, DaemonConfig
+from .errors import PatchcoreError
+from .heatmap import encode_jpeg, overlay
+from .inspector import Inspector
+from .modeldir import load_model
+from .mqtt_link import MqttLink
+from .sdnotify import notify, watchdog_interval
+from .stats import CameraStats
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_CONFIG, EXIT_NO_CAMERA = 0, 2, 3
+
+
+class CameraWorker(threading.Thread):
+    """Inspects the newest frame of one camera and publishes the verdict."""
+
+    def __init__(self, cfg: CameraConfig, inspector: Inspector, link: MqttLink, prefix: str, qos: int,
+                 print_results: bool):
+        super().__init__(name=f"inspect-{cfg.name}", daemon=True)
+        self.cfg, self.inspector, self.link = cfg, inspector, link
+        self.base = f"{prefix}/{cfg.name}"
+        self.qos, self.print_results = qos, print_results
+        self.capture = Capture(cfg.name, make_source(cfg.source, cfg.loop), cfg.fps, cfg.stall_timeout_s)
+        self.stats = CameraStats()
+        self.trigger = threading.Event()
+        self.stopping = threading.Event()
+        self.last_heatmap = 0.0
+        self.frame_id = 0
+
+    def on_trigger(self, topic: str, payload: bytes) -> None:
+        self.trigger.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.trigger.set()
+        self.capture.stop()
+
+    @property
+    def done(self) -> bool:
+        return self.capture.status in ("ended", "stopped") and not self.is_alive()
+
+    def run(self) -> None:
+        self.capture.start()
+        seq = 0
+        min_gap = 1.0 / self.cfg.fps
+        last = 0.0
+        while not self.stopping.is_set():
+            if self.cfg.trigger == "mqtt":
+                self.trigger.wait()
+                if self.stopping.is_set():
+                    break
+                self.trigger.clear()
+                seq = self.capture.seq  # only a frame grabbed after the trigger counts
+            got = self.capture.latest(seq, timeout=0.5)
+            if got is None:
+                if self.capture.status == "ended":
+                    break
+                continue
+            seq, frame, t_frame = got
+            if not self.capture.source.finite:  # live sources: honour the target rate
+                wait = last + min_gap - time.perf_counter()
+                if wait > 0 and self.stopping.wait(wait):
+                    break
+            last = time.perf_counter()
+            try:
+                self.process(frame, t_frame)
+            except Exception:  # one bad frame must not end the camera
+                log.exception("camera %s: inspection failed", self.cfg.name)
+
+    def process(self, frame, t_frame: float) -> None:
+        roi = self.cfg.roi
+        if roi:
+            x, y, w, h = roi
+            frame = frame[y:y + h, x:x + w]
+        r = self.inspector.inspect(frame)
+        self.frame_id += 1
+        result = {
+            "camera": self.cfg.name, "frame_id": self.frame_id,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "score": round(r.score, 5), "normalised_score": round(r.normalised, 5),
+            "threshold": round(r.threshold, 5), "verdict": r.verdict, "model_version": r.model_version,
+        }
+        latency = (time.perf_counter() - t_frame) * 1e3
+        result["latency_ms"] = round(latency, 2)
+        payload = json.dumps(result, separators=(",", ":"))
+        self.link.publish(f"{self.base}/result", payload, qos=self.qos, buffer=True)
+        self.link.publish(f"{self.base}/state", payload, qos=self.qos, retain=True, buffer=True)
+        timings = dict(r.timings_ms, total=latency)
+        hm = self.cfg.heatmap
+        now = time.monotonic()
+        if hm.mode == "every" or (hm.mode == "fail" and r.verdict == "fail") or (
+                hm.mode == "interval" and now - self.last_heatmap >= hm.interval_s):
+            t = time.perf_counter()
+            jpeg = encode_jpeg(overlay(frame, r.anomaly_map, r.threshold, hm.max_side), hm.jpeg_quality)
+            self.link.publish(f"{self.base}/heatmap", jpeg, qos=0, retain=True)
+            self.last_heatmap = now
+            timings["heatmap"] = (time.perf_counter() - t) * 1e3
+        self.stats.add(timings, r.verdict)
+        if self.print_results:
+            print(payload, flush=True)
+
+    def status(self) -> dict:
+        c = self.capture
+        return {"camera": c.status, "camera_error": c.error, "frames": c.frames, "dropped": c.dropped,
+                "reconnects": c.reconnects, "model_version": self.inspector.model.version, "model": "ok",
+                **self.stats.snapshot()}
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig):
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.workers: dict[str, CameraWorker] = {}
+        self.refused: dict[str, str] = {}
+        self.started = time.monotonic()
+        self.link = MqttLink(cfg.mqtt)
+        for cam in cfg.cameras:
+            try:
+                inspector = Inspector(load_model(cam.model), backend=cam.backend)
+            except PatchcoreError as e:
+                log.error("camera %s refused: %s", cam.name, e)
+                self.refused[cam.name] = str(e)
+                continue
+            w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results)
+            self.workers[cam.name] = w
+            if cam.trigger == "mqtt":
+                self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/trigger"] = w.on_trigger
+
+    def stats_payload(self) -> dict:
+        cams = {n: w.status() for n, w in self.workers.items()}
+        cams.update({n: {"camera": "not started", "model": "error", "model_error": e} for n, e in self.refused.items()})
+        return {
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "broker": {"connected": self.link.connected.is_set(), "buffered": len(self.link.buffer),
+                       "buffer_dropped": self.link.buffer_dropped, "connects": self.link.connects},
+            "cameras": cams,
+        }
+
+    def publish_stats(self) -> None:
+        self.link.publish(f"{self.cfg.mqtt.prefix}/stats", json.dumps(self.stats_payload()), qos=0, retain=True)
+
+    def request_stop(self, *_args) -> None:
+        self.stop_event.set()
+
+    def run(self) -> int:
+        if not self.workers:
+            log.error("no camera could start: %s", "; ".join(f"{k}: {v}" for k, v in self.refused.items()))
+            return EXIT_NO_CAMERA
+        self.link.start()
+        for w in self.workers.values():
+            w.start()
+        notify("READY=1\nSTATUS=inspecting " + ", ".join(self.workers))
+        wd = watchdog_interval()
+        next_stats = time.monotonic() + self.cfg.stats_interval_s
+        tick = min(0.5, wd) if wd else 0.5
+        while not self.stop_event.wait(tick):
+            if wd:
+                notify("WATCHDOG=1")
+            if time.monotonic() >= next_stats:
+                self.publish_stats()
+                next_stats += self.cfg.stats_interval_s
+            if self.cfg.exit_when_done and all(w.done for w in self.workers.values()):
+                log.info("every source has ended; stopping")
+                break
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        notify("STOPPING=1")
+        for w in self.workers.values():
+            w.stop()
+        for w in self.workers.values():
+            w.join(timeout=5)
+        self.publish_stats()
+        deadline = time.monotonic() + 5  # let buffered results out before going offline
+        while self.link.buffer and time.monotonic() < deadline and self.link.connected.is_set():
+            time.sleep(0.05)
+        self.link.stop()
+        return EXIT_OK
+
+
+def run_daemon(cfg: DaemonConfig) -> int:
+    """Run until SIGTERM/SIGINT (or every finite source ended, with exit_when_done)."""
+    d = Daemon(cfg)
+    signal.signal(signal.SIGTERM, d.request_stop)
+    signal.signal(signal.SIGINT, d.request_stop)
+    code = d.run()
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,115 @@
+"""MQTT transport behind a small interface: publish, subscribe, stop.
+
+- The last will (`<prefix>/available` = `offline`, retained) is set before connecting and
+  `online` is published on every (re)connect; a refused connection is logged and never
+  counted as connected.
+- paho-mqtt reconnects on its own. While the broker is away, messages marked `buffer=True`
+  (results, state) go into a bounded queue that is flushed in order on reconnect; what
+  overflowed is counted and reported in the stats.
+- Subscriptions are one dict from topic to handler, built once; a handler that raises
+  (malformed payload) is logged and ignored, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from .config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]
+
+
+class MqttLink:
+    def __init__(self, cfg: MqttConfig, handlers: dict[str, Handler] | None = None):
+        self.cfg = cfg
+        self.available_topic = f"{cfg.prefix}/available"
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.connected = threading.Event()
+        self.lock = threading.Lock()
+        self.buffer: deque[tuple[str, bytes, int, bool]] = deque()
+        self.buffer_dropped = 0
+        self.published = 0
+        self.connects = 0
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id)
+        client.will_set(self.available_topic, "offline", qos=1, retain=True)
+        password = cfg.password()
+        if cfg.username:
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls:
+            client.tls_set(ca_certs=str(cfg.tls.ca), certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
+                           keyfile=str(cfg.tls.key) if cfg.tls.key else None, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+
+    def start(self) -> None:
+        """Connect in the background; keeps retrying until stop()."""
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Publish `offline` (retained), then disconnect cleanly."""
+        if self.connected.is_set():
+            info = self.client.publish(self.available_topic, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            return
+        self.connects += 1
+        log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
+        client.publish(self.available_topic, "online", qos=1, retain=True)
+        for topic in self.handlers:
+            client.subscribe(topic, qos=1)
+        with self.lock:
+            while self.buffer:  # in order, before anything newer
+                topic, payload, qos, retain = self.buffer.popleft()
+                client.publish(topic, payload, qos=qos, retain=retain)
+            self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        log.warning("MQTT disconnected (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        handler = self.handlers.get(msg.topic)
+        if handler is None:
+            return
+        try:
+            handler(msg.topic, msg.payload)
+        except Exception as e:  # a bad message must never take the daemon down
+            log.warning("ignored message on %s: %s", msg.topic, e)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
+                buffer: bool = False) -> None:
+        """Publish now; while disconnected, keep it (bounded) when buffer=True, else drop it."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        with self.lock:
+            if self.connected.is_set() and not self.buffer:
+                info = self.client.publish(topic, data, qos=qos, retain=retain)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.published += 1
+                    return
+            if not buffer:
+                return
+            if len(self.buffer) >= self.cfg.buffer:
+                self.buffer.popleft()
+                self.buffer_dropped += 1
+            self.buffer.append((topic, data, qos, retain))

@@ -1,0 +1,38 @@
+"""Rolling per-camera statistics for the stats topic: fps, latency percentiles per stage."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+WINDOW = 512  # results kept for percentiles
+
+
+class CameraStats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.stages: dict[str, deque[float]] = {}
+        self.times: deque[float] = deque(maxlen=WINDOW)
+        self.results = 0
+        self.fails = 0
+
+    def add(self, timings_ms: dict[str, float], verdict: str) -> None:
+        with self.lock:
+            self.results += 1
+            self.fails += verdict == "fail"
+            self.times.append(time.monotonic())
+            for k, v in timings_ms.items():
+                self.stages.setdefault(k, deque(maxlen=WINDOW)).append(v)
+
+    def snapshot(self) -> dict:
+        """fps over the window and p50/p99 per stage (ms)."""
+        with self.lock:
+            fps = 0.0
+            if len(self.times) > 1 and self.times[-1] > self.times[0]:
+                fps = (len(self.times) - 1) / (self.times[-1] - self.times[0])
+            lat = {k: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
+                   for k, v in self.stages.items() if v}
+            return {"fps": round(fps, 2), "results": self.results, "fails": self.fails, "latency_ms": lat}
