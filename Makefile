@@ -16,12 +16,18 @@ $(STAMP): requirements-ci.txt setup.py
 
 venv: $(STAMP)
 
-# Calibrate on the bundled MVTec bottle good images, then score the test images and write
-# heatmap overlays to out/heatmaps (no camera, no network).
+# The whole loop on the bundled default, no camera and no network beyond a local broker:
+# calibrate on MVTec bottle good images, then run the daemon replaying the broken_large
+# test images as a camera into 127.0.0.1:1883, printing each verdict
+# (watch with: mosquitto_sub -v -t 'patchcore/#').
 demo: $(STAMP)
 	@test -n "$(DATA)" || { echo "MVTec bottle not found; set DATA=/path/to/mvtec/bottle"; exit 2; }
+	./scripts/ensure-mosquitto
 	$(BIN)/patchcore-edge calibrate --images $(DATA)/train/good --output out/model --force
-	$(BIN)/patchcore-edge infer --model out/model $(DATA)/test/good $(DATA)/test/broken_large --output-dir out/heatmaps
+	mkdir -p out/replay && cp $(DATA)/test/good/00[0-4].png out/replay/ && \
+	  for f in $(DATA)/test/broken_large/00[0-4].png; do cp $$f out/replay/defect_$$(basename $$f); done
+	$(BIN)/patchcore-edge run --config configs/demo-replay.yaml
+	$(BIN)/patchcore-edge infer --model out/model $(DATA)/test/broken_large/000.png --output-dir out/heatmaps
 
 # Unit + end-to-end tests; starts a local Mosquitto if none is listening on 127.0.0.1:1883.
 test: $(STAMP)

@@ -134,10 +134,10 @@ class Capture(threading.Thread):
         self.reconnects = 0
         self.status = "starting"
         self.error: str | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         with self.cond:
             self.cond.notify_all()
 
@@ -150,12 +150,12 @@ class Capture(threading.Thread):
 
     def run(self) -> None:
         backoff = 0.5
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.source.open()
             except CameraError as e:
                 self._set_status("offline", str(e))
-                self._stop.wait(backoff)
+                self._halt.wait(backoff)
                 backoff = min(backoff * 2, self.backoff_max_s)
                 self.reconnects += 1
                 continue
@@ -166,7 +166,7 @@ class Capture(threading.Thread):
             if ended:
                 self._set_status("ended")
                 return
-            if not self._stop.is_set():
+            if not self._halt.is_set():
                 self.reconnects += 1
                 self._set_status("offline", "stream stalled or died; reconnecting")
         self._set_status("stopped")
@@ -175,7 +175,7 @@ class Capture(threading.Thread):
         """Read until stopped (False), the finite source ends (True) or the stream stalls (False)."""
         last_ok = time.monotonic()
         next_t = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             frame = self.source.read()
             now = time.monotonic()
             if frame is None:
@@ -195,7 +195,7 @@ class Capture(threading.Thread):
                 self.cond.notify_all()
             if self.pace:
                 next_t = max(next_t + self.pace, now)
-                self._stop.wait(max(0.0, next_t - time.monotonic()))
+                self._halt.wait(max(0.0, next_t - time.monotonic()))
         return False
 
     def latest(self, after_seq: int, timeout: float) -> tuple[int, np.ndarray, float] | None:
@@ -204,7 +204,7 @@ class Capture(threading.Thread):
         with self.cond:
             while self.seq <= after_seq:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set() or self.status in ("ended", "stopped"):
+                if left <= 0 or self._halt.is_set() or self.status in ("ended", "stopped"):
                     if self.seq > after_seq:
                         break
                     return None

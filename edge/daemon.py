@@ -196,6 +196,7 @@ class Daemon:
             w.stop()
         for w in self.workers.values():
             w.join(timeout=5)
+            w.capture.join(timeout=5)  # no thread may be inside OpenCV while the interpreter exits
         self.publish_stats()
         deadline = time.monotonic() + 5  # let buffered results out before going offline
         while self.link.buffer and time.monotonic() < deadline and self.link.connected.is_set():

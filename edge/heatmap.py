@@ -13,6 +13,8 @@ def overlay(bgr: np.ndarray, amap: np.ndarray, threshold: float, max_side: int |
     good part looks cool and a defect hot in every image."""
     img = bgr
     if max_side and max(img.shape[:2]) > max_side:
+        while max(img.shape[:2]) >= 2 * max_side:  # halve cheaply first (Gaussian, so no aliasing)
+            img = cv2.pyrDown(img)
         s = max_side / max(img.shape[:2])
         img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]

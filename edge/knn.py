@@ -27,20 +27,24 @@ class MatmulSearch:
 
     def __init__(self, bank: np.ndarray):
         self.bank = np.ascontiguousarray(bank, dtype=np.float32)
-        self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
-        self._neg2_bank_t = np.ascontiguousarray(-2.0 * self.bank.T)
+        bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
+        # |q - b|^2 = |q|^2 + [q, 1] . [-2b, |b|^2]: the bank norms ride in the matmul as one
+        # extra column (saves a full pass over the Q x N matrix, ~1.3 ms of ~7 here)
+        self._aug_t = np.ascontiguousarray(np.vstack([-2.0 * self.bank.T, bank_sq[None, :]]))
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances (Q, k), indices (Q, k)), nearest first."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        d2 = q @ self._neg2_bank_t
-        d2 += self.bank_sq  # |q|^2 is constant per row: added after the argmin, on k values only
+        q = np.empty((len(queries), self._aug_t.shape[0]), dtype=np.float32)
+        q[:, :-1] = queries
+        q[:, -1] = 1.0
+        d2 = q @ self._aug_t  # |q|^2 is constant per row: added after the argmin, on k values only
         if k == 1:
             idx = d2.argmin(axis=1)[:, None]
         else:
             idx = np.argpartition(d2, k, axis=1)[:, :k]
             idx = np.take_along_axis(idx, np.take_along_axis(d2, idx, 1).argsort(1), 1)
-        dist = np.take_along_axis(d2, idx, 1) + np.einsum("ij,ij->i", q, q)[:, None]
+        qq = q[:, :-1]
+        dist = np.take_along_axis(d2, idx, 1) + np.einsum("ij,ij->i", qq, qq)[:, None]
         return np.sqrt(np.maximum(dist, 0.0)), idx
 
 

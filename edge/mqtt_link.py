@@ -38,6 +38,7 @@ class MqttLink:
         self.buffer_dropped = 0
         self.published = 0
         self.connects = 0
+        self.stopping = False
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id)
         client.will_set(self.available_topic, "offline", qos=1, retain=True)
         password = cfg.password()
@@ -60,6 +61,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish `offline` (retained), then disconnect cleanly."""
+        self.stopping = True
         if self.connected.is_set():
             info = self.client.publish(self.available_topic, "offline", qos=1, retain=True)
             try:
@@ -86,7 +88,8 @@ class MqttLink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        log.warning("MQTT disconnected (%s); reconnecting", reason_code)
+        if not self.stopping:
+            log.warning("MQTT disconnected (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg) -> None:
         handler = self.handlers.get(msg.topic)

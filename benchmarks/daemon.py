@@ -1,0 +1,125 @@
+"""Benchmark the edge daemon end to end through the local Mosquitto; prints markdown tables.
+
+    .venv/bin/python benchmarks/daemon.py --model out/model [--seconds 30] [--soak 600]
+
+1. latency: one camera replaying the bottle test images at 20 frames/s, heatmap JPEG every
+   frame; frame-to-published-result latency (after decode, as the result's latency_ms) and
+   per-stage medians;
+2. throughput: two cameras replaying as fast as they can; combined results/s;
+3. memory: RSS of this process (the daemon runs in-process) at start and end of a run of
+   --soak seconds.
+Every result published is also counted by a real subscriber (published == received).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import edge.daemon  # noqa: E402
+from edge.capture import FrameSource  # noqa: E402
+from edge.config import DaemonConfig  # noqa: E402
+from edge.preprocess import list_images, read_image  # noqa: E402
+from edge.daemon import Daemon  # noqa: E402
+from edge.mqtt_helpers import Collector  # noqa: E402
+
+
+class CameraLike(FrameSource):
+    """Pre-decoded frames delivered at a camera's rate, as a USB/GigE camera hands over raw
+    frames: measures the daemon, not PNG decoding (which a real camera never needs)."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float):
+        self.frames, self.period, self.i, self.next = frames, 1.0 / fps, 0, 0.0
+
+    def open(self) -> None:
+        self.next = time.monotonic()
+
+    def read(self) -> np.ndarray:
+        self.next += self.period
+        time.sleep(max(0.0, self.next - time.monotonic()))
+        self.i += 1
+        return self.frames[self.i % len(self.frames)]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(model: Path, source: Path, cameras: int, fps: float, seconds: float, heatmap: str = "every",
+        camera_fps: float | None = None) -> dict:
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    cfg = DaemonConfig.model_validate({
+        "mqtt": {"prefix": prefix, "client_id": prefix, "buffer": 100000}, "stats_interval_s": 1.0,
+        "cameras": [{"name": f"cam{i}", "source": str(source), "model": str(model), "fps": fps, "loop": True,
+                     "heatmap": {"mode": heatmap, "max_side": 320, "interval_s": 1.0}} for i in range(cameras)]})
+    if camera_fps:
+        frames = [read_image(p) for p in list_images(source)]
+        edge.daemon.make_source = lambda *_a, **_k: CameraLike(frames, camera_fps)
+    sub = Collector(prefix)
+    d = Daemon(cfg)
+    t = threading.Thread(target=d.run)
+    rss0 = rss_mb()
+    t.start()
+    time.sleep(seconds)
+    rss1 = rss_mb()
+    stats = d.stats_payload()
+    d.request_stop()
+    t.join()
+    time.sleep(1.0)
+    got = sum(len(sub.of(f"cam{i}/result")) for i in range(cameras))
+    lat = [r["latency_ms"] for i in range(cameras) for r in sub.json_of(f"cam{i}/result")]
+    sub.close()
+    pub = sum(w.stats.results for w in d.workers.values())
+    return {"stats": stats, "latency": lat, "received": got, "published": pub, "rss0": rss0, "rss1": rss1,
+            "seconds": seconds, "dropped": sum(w.capture.dropped for w in d.workers.values())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--source", type=Path,
+                    default=Path(__file__).resolve().parents[2] / "shared/data/mvtec/bottle/test/broken_large")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--soak", type=float, default=0, help="seconds of the memory run (0: skip)")
+    a = ap.parse_args()
+
+    one = run(a.model, a.source, 1, 20, a.seconds)
+    lat = np.array(one["latency"])
+    stages = one["stats"]["cameras"]["cam0"]["latency_ms"]
+    print(f"\nOne camera, 20 frames/s, heatmap JPEG every frame, {a.seconds:.0f} s\n")
+    print("| frames | p50 ms | p99 ms | preprocess | backbone | knn | map | heatmap (after result) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {len(lat)} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 99):.1f} | "
+          + " | ".join(f"{stages[k]['p50']:.1f}" for k in ("preprocess", "backbone", "knn", "map", "heatmap")) + " |")
+    print(f"published {one['published']}, received {one['received']}")
+
+    two = run(a.model, a.source, 2, 1000, a.seconds, heatmap="interval", camera_fps=60)
+    print(f"\nTwo cameras, each delivering 60 raw frames/s (pre-decoded), heatmap every 1 s, {a.seconds:.0f} s\n")
+    print("| results/s combined | p50 ms | p99 ms | dropped frames | published | received |")
+    print("|---|---|---|---|---|---|")
+    lat2 = np.array(two["latency"])
+    print(f"| {two['published'] / a.seconds:.1f} | {np.percentile(lat2, 50):.1f} | {np.percentile(lat2, 99):.1f} | "
+          f"{two['dropped']} | {two['published']} | {two['received']} |")
+
+    if a.soak:
+        soak = run(a.model, a.source, 1, 20, a.soak)
+        print(f"\nMemory, one camera at 20 frames/s for {a.soak:.0f} s: RSS {soak['rss0']:.0f} MB at start, "
+              f"{soak['rss1']:.0f} MB at end; published {soak['published']}, received {soak['received']}")
+
+
+if __name__ == "__main__":
+    main()
