@@ -30,7 +30,7 @@ setup(
     extras_require={
         # GPU stack; on a Jetson use JetPack's TensorRT and NVIDIA's onnxruntime-gpu wheel instead.
         "gpu": ["onnxruntime-gpu>=1.16", "faiss-gpu-cu12>=1.8", "tensorrt>=8.6"],
-        "test": ["pytest>=7", "scikit-image>=0.21"],
+        "test": ["pytest>=7", "scikit-image>=0.21", "jsonschema>=4"],
     },
     entry_points={"console_scripts": ["patchcore-edge=cli.main:main"]},
 )

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     import calibrate.cli_evaluate
     import edge.cli_infer
     import edge.cli_run
+    import export.cli
 
     parser = argparse.ArgumentParser(prog="patchcore-edge", description="PatchCore visual inspection for the edge")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.cli_evaluate.add_parser(sub)
     edge.cli_infer.add_parser(sub)
     edge.cli_run.add_parser(sub)
+    export.cli.add_parser(sub)
     return parser
 
 

@@ -8,13 +8,16 @@ import socket
 import subprocess
 import time
 
+import json
+
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 
 from edge.preprocess import list_images
 
-from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
+from .mqtt_helpers import ROOT, Collector, new_prefix, start_daemon, write_config
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,11 @@ def test_contract_verdicts_heatmap_state_stats_and_offline(small_model, replay, 
                       "model_version"} and r["model_version"] == "v0001"
     jpeg = cv2.imdecode(np.frombuffer(sub.of("cam1/heatmap")[-1], np.uint8), cv2.IMREAD_COLOR)
     assert jpeg is not None and max(jpeg.shape[:2]) == 320
+    schemas = {n: json.loads((ROOT / f"docs/mqtt/{n}.schema.json").read_text()) for n in ("result", "stats")}
+    for r in results:
+        jsonschema.validate(r, schemas["result"])
+    for s in sub.json_of("stats"):
+        jsonschema.validate(s, schemas["stats"])
     stats = sub.json_of("stats")[-1]["cameras"]["cam1"]
     assert stats["frames"] == 6 and stats["results"] == 6 and stats["dropped"] == 0 and "p99" in stats["latency_ms"]["total"]
     sub.close()
