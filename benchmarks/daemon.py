@@ -74,7 +74,10 @@ def run(model: Path, source: Path, cameras: int, fps: float, seconds: float, hea
     t = threading.Thread(target=d.run)
     rss0 = rss_mb()
     t.start()
-    time.sleep(seconds)
+    samples = []  # (seconds, RSS MB) every 10% of the run
+    for i in range(10):
+        time.sleep(seconds / 10)
+        samples.append((round((i + 1) * seconds / 10), round(rss_mb())))
     rss1 = rss_mb()
     stats = d.stats_payload()
     d.request_stop()
@@ -85,6 +88,7 @@ def run(model: Path, source: Path, cameras: int, fps: float, seconds: float, hea
     sub.close()
     pub = sum(w.stats.results for w in d.workers.values())
     return {"stats": stats, "latency": lat, "received": got, "published": pub, "rss0": rss0, "rss1": rss1,
+            "samples": samples,
             "seconds": seconds, "dropped": sum(w.capture.dropped for w in d.workers.values())}
 
 
@@ -117,8 +121,12 @@ def main() -> None:
 
     if a.soak:
         soak = run(a.model, a.source, 1, 20, a.soak)
-        print(f"\nMemory, one camera at 20 frames/s for {a.soak:.0f} s: RSS {soak['rss0']:.0f} MB at start, "
-              f"{soak['rss1']:.0f} MB at end; published {soak['published']}, received {soak['received']}")
+        print(f"\nMemory, one camera at 20 frames/s for {a.soak:.0f} s (RSS of the whole process, MB)\n")
+        print("| s | " + " | ".join(str(t) for t, _ in soak["samples"]) + " |")
+        print("|---|" + "---|" * len(soak["samples"]))
+        print("| RSS | " + " | ".join(str(m) for _, m in soak["samples"]) + " |")
+        print(f"\npublished {soak['published']}, received {soak['received']}, "
+              f"{soak['published'] / a.soak:.1f} results/s")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class CalibrationConfig:
     seed: int = 0
     force: bool = False
     keep_versions: int = 5
+    activate: bool = True  # False: write the version but leave CURRENT (the daemon validates first)
     image_paths: list[Path] | None = None  # explicit files instead of a folder listing
     extra_manifest: dict = field(default_factory=dict)
 
@@ -176,7 +177,7 @@ def calibrate(cfg: CalibrationConfig, progress: Progress | None = None) -> Calib
                      "source": str(cfg.images), "skipped": len(skipped)},
         **cfg.extra_manifest,
     }
-    vdir = write_version(cfg.output, manifest, bank, onnx_bytes, keep=cfg.keep_versions)
+    vdir = write_version(cfg.output, manifest, bank, onnx_bytes, keep=cfg.keep_versions, activate=cfg.activate)
     timings["write"] = time.perf_counter() - t
     return CalibrationResult(vdir, n, n * gh * gw, len(bank), float(threshold), time.perf_counter() - t0,
                              timings, skipped)

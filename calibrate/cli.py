@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, help="fraction of images held out for the threshold (default 0.2)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="add a new version to an existing model directory")
+    p.add_argument("--no-activate", action="store_true",
+                   help="write the new version but keep the current one active (for validation first)")
     p.add_argument("--json-progress", action="store_true",
                    help="print progress and the result as JSON lines (for the daemon's recalibration)")
     p.set_defaults(func=run)
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                             weights=str(s.weights) if s.weights else None, input_size=s.input_size,
                             coreset_ratio=s.coreset_ratio, projection_dim=s.projection_dim,
                             feature_dim=s.feature_dim, holdout=s.holdout, seed=s.seed, force=args.force,
-                            keep_versions=s.keep_versions)
+                            keep_versions=s.keep_versions, activate=not args.no_activate)
     progress = None
     if args.json_progress:
         def progress(stage: str, done: int, total: int) -> None:

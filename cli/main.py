@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     import calibrate.cli
     import calibrate.cli_evaluate
     import edge.cli_infer
+    import edge.cli_recalibrate
     import edge.cli_run
     import export.cli
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.cli_evaluate.add_parser(sub)
     edge.cli_infer.add_parser(sub)
     edge.cli_run.add_parser(sub)
+    edge.cli_recalibrate.add_parser(sub)
     export.cli.add_parser(sub)
     return parser
 

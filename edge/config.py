@@ -90,12 +90,39 @@ class CameraConfig(Strict):
         return v
 
 
+class RecalibrationConfig(Strict):
+    secret_file: Path | None = Field(None, description="shared HMAC secret; without it commands are refused")
+    max_age_s: float = Field(120.0, gt=0, description="reject commands whose ts is older/newer than this")
+    max_frames: int = Field(2000, ge=3, description="largest N a command may ask for")
+    keep_versions: int = Field(5, ge=2, le=100, description="model versions kept (rollback depth)")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="collected frames kept out for validation")
+    nice: int = Field(10, ge=0, le=19, description="CPU niceness of the calibration child process")
+    threads: int = Field(1, ge=1, le=64, description="CPU threads the calibration child may use")
+    work_dir: Path | None = Field(None, description="where collected frames go (default: <model>/incoming)")
+
+    def secret(self) -> bytes | None:
+        """The shared secret (read now, not at import)."""
+        if self.secret_file is None:
+            return None
+        path = self.secret_file
+        if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
+            path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
+        try:
+            data = path.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"recalibration.secret_file {path} cannot be read") from e
+        if len(data) < 16:
+            raise ConfigError(f"recalibration.secret_file {path} holds fewer than 16 bytes; use a long random secret")
+        return data
+
+
 class DaemonConfig(Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     cameras: list[CameraConfig] = Field(min_length=1, description="cameras to inspect")
     stats_interval_s: float = Field(5.0, gt=0, description="seconds between stats messages")
     exit_when_done: bool = Field(False, description="stop when every finite source (file/folder) has ended")
     print_results: bool = Field(False, description="also print each verdict as a JSON line on stdout")
+    recalibration: RecalibrationConfig = Field(default_factory=RecalibrationConfig)
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -122,6 +149,9 @@ def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{path}: {where}: {err['msg']}") from e
     base = base_dir or path.parent
+    rc = cfg.recalibration
+    if rc.secret_file and not rc.secret_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        rc.secret_file = (base / rc.secret_file).resolve()
     for cam in cfg.cameras:  # relative paths are relative to the config file
         if not cam.model.is_absolute():
             cam.model = (base / cam.model).resolve()

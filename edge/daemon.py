@@ -28,6 +28,7 @@ from .heatmap import encode_jpeg, overlay
 from .inspector import Inspector
 from .modeldir import load_model
 from .mqtt_link import MqttLink
+from .recalibrate import Recalibrator
 from .sdnotify import notify, watchdog_interval
 from .stats import CameraStats
 
@@ -97,7 +98,7 @@ class CameraWorker(threading.Thread):
         if roi:
             x, y, w, h = roi
             frame = frame[y:y + h, x:x + w]
-        r = self.inspector.inspect(frame)
+        r = self.inspector.inspect(frame)  # read once: a recalibration may swap it between frames
         self.frame_id += 1
         result = {
             "camera": self.cfg.name, "frame_id": self.frame_id,
@@ -137,6 +138,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.workers: dict[str, CameraWorker] = {}
         self.refused: dict[str, str] = {}
+        self.recalibrators: dict[str, Recalibrator] = {}
         self.started = time.monotonic()
         self.link = MqttLink(cfg.mqtt)
         for cam in cfg.cameras:
@@ -148,6 +150,9 @@ class Daemon:
                 continue
             w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results)
             self.workers[cam.name] = w
+            rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration)
+            self.recalibrators[cam.name] = rc
+            self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/recalibrate"] = rc.on_command
             if cam.trigger == "mqtt":
                 self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/trigger"] = w.on_trigger
 
@@ -175,6 +180,8 @@ class Daemon:
         self.link.start()
         for w in self.workers.values():
             w.start()
+        for rc in self.recalibrators.values():
+            rc.publish(rc.state["state"], **{k: v for k, v in rc.state.items() if k != "state"})
         notify("READY=1\nSTATUS=inspecting " + ", ".join(self.workers))
         wd = watchdog_interval()
         next_stats = time.monotonic() + self.cfg.stats_interval_s
@@ -192,6 +199,8 @@ class Daemon:
 
     def shutdown(self) -> int:
         notify("STOPPING=1")
+        for rc in self.recalibrators.values():
+            rc.stop()
         for w in self.workers.values():
             w.stop()
         for w in self.workers.values():

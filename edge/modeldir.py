@@ -173,11 +173,11 @@ def set_current(root: str | Path, version: str) -> None:
 
 
 def prune(root: str | Path, keep: int) -> None:
-    """Delete the oldest versions beyond `keep`, never the current one."""
+    """Delete the oldest versions beyond `keep`, never the current one or the newest."""
     cur = current_version(root)
     versions = list_versions(root)
     for old in versions[: max(0, len(versions) - keep)]:
-        if old != cur:
+        if old != cur and old != versions[-1]:
             shutil.rmtree(Path(root) / VERSIONS / old, ignore_errors=True)
 
 

@@ -35,7 +35,8 @@ class OrtBackend(FeatureBackend):
         chosen = providers or available_providers()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        # PATCHCORE_THREADS caps a background calibration so that inspection keeps its cores
+        opts.intra_op_num_threads = threads or int(os.environ.get("PATCHCORE_THREADS", 0)) or os.cpu_count() or 1
         opts.log_severity_level = 3
         # Idle worker threads must not spin: they would steal the CPU from decoding, BLAS
         # (kNN) and the other cameras between frames (measured: kNN 2.5 ms -> 11 ms).

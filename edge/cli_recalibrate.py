@@ -1,0 +1,91 @@
+"""`patchcore-edge recalibrate`: send a signed command to a running daemon and follow it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .commands import signed
+from .config import load_config
+from .errors import ConfigError, PatchcoreError
+from .mqtt_link import MqttLink
+
+TERMINAL = ("active", "failed")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recalibrate", help="relearn 'good' on a running daemon (or roll back)",
+                       description="Publishes a signed command on <prefix>/<camera>/recalibrate and prints the "
+                                   "status updates until the new model is active or the attempt failed.")
+    p.add_argument("--config", type=Path, required=True, help="the daemon's YAML (broker and secret)")
+    p.add_argument("--camera", required=True)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--frames", type=int, help="collect N live frames from the camera")
+    src.add_argument("--images", type=Path, help="use an image folder on the station instead")
+    src.add_argument("--rollback", nargs="?", const="", metavar="VERSION",
+                     help="roll back to VERSION (default: the one before the current)")
+    p.add_argument("--interval", type=float, default=0.0, help="seconds between collected frames")
+    p.add_argument("--bad-images", type=Path, help="known-bad images the new model must reject")
+    p.add_argument("--coreset-ratio", type=float)
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the outcome")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.camera not in {c.name for c in cfg.cameras}:
+        raise ConfigError(f"camera {args.camera!r} is not in {args.config}")
+    secret = cfg.recalibration.secret()
+    if secret is None:
+        raise ConfigError("the config has no recalibration.secret_file; the daemon would refuse the command")
+    cmd_id = f"cli-{uuid.uuid4().hex[:8]}"
+    if args.rollback is not None:
+        fields = {"action": "rollback", "id": cmd_id, "version": args.rollback or None}
+    elif args.frames or args.images:
+        fields = {"action": "recalibrate", "id": cmd_id, "frames": args.frames,
+                  "images": str(args.images.resolve()) if args.images else None, "interval_s": args.interval,
+                  "bad_images": str(args.bad_images.resolve()) if args.bad_images else None,
+                  "coreset_ratio": args.coreset_ratio}
+    else:
+        raise ConfigError("say what to do: --frames N, --images DIR or --rollback [VERSION]")
+    base = f"{cfg.mqtt.prefix}/{args.camera}/recalibrate"
+    done = threading.Event()
+    outcome: dict = {}
+
+    def on_status(topic: str, payload: bytes) -> None:
+        if not outcome.get("sent"):
+            return  # the retained status from before our command
+        msg = json.loads(payload)
+        rejected = msg.get("rejected")
+        if rejected is not None and rejected.get("id") in (None, cmd_id):
+            print(json.dumps(msg), flush=True)
+            outcome.update(msg)
+            done.set()
+        elif msg.get("id") == cmd_id:
+            print(json.dumps(msg), flush=True)
+            if msg.get("state") in TERMINAL:
+                outcome.update(msg)
+                done.set()
+
+    mqtt_cfg = cfg.mqtt.model_copy(update={"client_id": f"{cfg.mqtt.client_id}-cli-{cmd_id}"})
+    link = MqttLink(mqtt_cfg, {f"{base}/status": on_status})
+    link.available_topic = f"{cfg.mqtt.prefix}/cli/{cmd_id}/available"  # do not touch the daemon's LWT
+    link.client.will_set(link.available_topic, "gone", qos=0, retain=False)
+    link.start()
+    if not link.connected.wait(10):
+        raise PatchcoreError(f"cannot reach the MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}")
+    time.sleep(0.3)  # the retained status arrives first; ours follow
+    outcome["sent"] = True
+    link.client.publish(base, json.dumps(signed(fields, secret)), qos=1)
+    ok = done.wait(args.timeout)
+    link.client.publish(link.available_topic, b"", retain=True)
+    link.stop()
+    if not ok:
+        print(f"no outcome within {args.timeout:.0f} s; the daemon may be down", file=sys.stderr)
+        return 1
+    return 0 if outcome.get("state") == "active" and "rejected" not in outcome else 1

@@ -1,0 +1,238 @@
+"""Live recalibration of one camera while its old model keeps judging frames.
+
+States on the retained `<prefix>/<camera>/recalibrate/status`: idle, collecting, building,
+validating, active, failed (a refused command is reported in `rejected`, leaving the state
+as it was). The calibration itself runs in a child process (`patchcore-edge calibrate
+--no-activate --json-progress`), niced and limited to a few threads, so a crash or
+out-of-memory there cannot take inspection down and `edge/` never imports `calibrate/`.
+The new version is written beside the old one, validated, and only then made current
+(an atomic rename of CURRENT) and swapped into the worker with one attribute assignment:
+no frame is ever scored by a half-loaded model, and every result names its version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+
+from .commands import Command, CommandError, parse
+from .config import RecalibrationConfig
+from .inspector import Inspector
+from .modeldir import current_version, list_versions, load_model, set_current
+from .preprocess import list_images, read_image
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m cli` resolves in a source checkout
+
+
+class RecalibrationFailed(Exception):
+    pass
+
+
+def _claimed_id(payload: bytes) -> dict:
+    """The id a refused command claims, if it has a readable one (for the sender to match)."""
+    try:
+        cid = json.loads(payload).get("id")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return {}
+    return {"id": cid} if isinstance(cid, str) and len(cid) <= 64 else {}
+
+
+class Recalibrator:
+    def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig):
+        self.worker, self.link, self.cfg = worker, link, cfg
+        self.root = Path(worker.cfg.model)
+        self.topic = f"{prefix}/{worker.cfg.name}/recalibrate/status"
+        self.lock = threading.Lock()
+        self.busy = False
+        self.child: subprocess.Popen | None = None
+        self.state: dict = {"state": "idle", "version": current_version(self.root)}
+        self.work = Path(cfg.work_dir) / worker.cfg.name if cfg.work_dir else self.root / "incoming"
+        shutil.rmtree(self.work, ignore_errors=True)  # frames of an interrupted run
+
+    # -- status ----------------------------------------------------------------------
+    def publish(self, state: str | None = None, **fields) -> None:
+        if state is not None:
+            self.state = {"state": state, **fields}
+        payload = {**self.state, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if state is None:
+            payload.update(fields)
+        self.link.publish(self.topic, json.dumps(payload), qos=1, retain=True, buffer=True)
+
+    # -- commands ----------------------------------------------------------------------
+    def on_command(self, topic: str, payload: bytes) -> None:
+        try:
+            cmd = parse(payload, self.cfg.secret(), self.cfg.max_age_s, self.cfg.max_frames)
+        except CommandError as e:
+            log.warning("camera %s: recalibration command refused: %s", self.worker.cfg.name, e)
+            self.publish(None, rejected={"reason": str(e), **_claimed_id(payload)})
+            return
+        with self.lock:
+            if self.busy:
+                self.publish(None, rejected={"id": cmd.id, "reason": "another recalibration is running; retry later"})
+                return
+            self.busy = True
+        threading.Thread(target=self._run, args=(cmd,), name=f"recal-{self.worker.cfg.name}", daemon=True).start()
+
+    def stop(self) -> None:
+        child = self.child
+        if child and child.poll() is None:
+            child.terminate()
+
+    def _run(self, cmd: Command) -> None:
+        try:
+            if cmd.action == "rollback":
+                self._rollback(cmd)
+            else:
+                self._recalibrate(cmd)
+        except RecalibrationFailed as e:
+            log.error("camera %s: recalibration %s failed: %s", self.worker.cfg.name, cmd.id, e)
+            self.publish("failed", id=cmd.id, action=cmd.action, message=str(e), version=current_version(self.root))
+        except Exception as e:  # never let a recalibration bug reach the inspection threads
+            log.exception("camera %s: recalibration crashed", self.worker.cfg.name)
+            self.publish("failed", id=cmd.id, action=cmd.action, message=f"internal error: {e}",
+                         version=current_version(self.root))
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+            with self.lock:
+                self.busy = False
+
+    def _activate(self, version: str, inspector: Inspector) -> str | None:
+        previous = current_version(self.root)
+        set_current(self.root, version)
+        self.worker.inspector = inspector  # one reference swap: the next frame uses the new model
+        return previous
+
+    def _rollback(self, cmd: Command) -> None:
+        cur = current_version(self.root)
+        versions = list_versions(self.root)
+        older = [v for v in versions if v < (cur or "")]
+        target = cmd.version or (older[-1] if older else None)
+        if target is None or target not in versions:
+            raise RecalibrationFailed(f"no version to roll back to (have {versions}, current {cur})")
+        insp = Inspector(load_model(self.root, version=target), backend=self.worker.cfg.backend)
+        prev = self._activate(target, insp)
+        self.publish("active", id=cmd.id, action="rollback", version=target, previous_version=prev,
+                     message=f"rolled back from {prev} to {target}")
+
+    # -- recalibration -------------------------------------------------------------
+    def _collect(self, cmd: Command, train: Path, held: Path) -> tuple[int, int]:
+        """Write the frames to train/ and every 1/validation_fraction-th one to held/."""
+        every = max(2, round(1 / self.cfg.validation_fraction))
+        if cmd.images:
+            paths = list_images(cmd.images)
+            if len(paths) < 3:
+                raise RecalibrationFailed(f"{cmd.images} holds {len(paths)} images; at least 3 are needed")
+            total = len(paths)
+            frames = (read_image(p) for p in paths)
+        else:
+            total = cmd.frames
+            frames = self._live_frames(cmd)
+        n_train = n_held = 0
+        for i, frame in enumerate(frames):
+            roi = self.worker.cfg.roi
+            if roi:
+                x, y, w, h = roi
+                frame = frame[y:y + h, x:x + w]
+            dest = held if i % every == every - 1 else train
+            # PNG, fast compression: lossless, so calibration sees exactly what inspection sees
+            if not cv2.imwrite(str(dest / f"{i:05d}.png"), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise RecalibrationFailed(f"cannot write frames to {dest} (disk full or read-only?)")
+            n_held += dest is held
+            n_train += dest is train
+            if i % 10 == 0 or i == total - 1:
+                self.publish("collecting", id=cmd.id, action="recalibrate", done=i + 1, total=total,
+                             percent=round(100 * (i + 1) / total, 1))
+        return n_train, n_held
+
+    def _live_frames(self, cmd: Command):
+        cap = self.worker.capture
+        seq = cap.seq
+        for i in range(cmd.frames):
+            got = cap.latest(seq, timeout=max(cap.stall_timeout_s, cmd.interval_s + 2.0))
+            if got is None:
+                if cap.status == "ended":
+                    raise RecalibrationFailed(f"the source ended after {i} frames; fewer than the {cmd.frames} "
+                                              "asked for are available")
+                raise RecalibrationFailed(f"camera lost while collecting ({i} of {cmd.frames} frames)")
+            seq, frame, _ = got
+            yield frame
+            if cmd.interval_s and i < cmd.frames - 1:
+                time.sleep(cmd.interval_s)
+
+    def _recalibrate(self, cmd: Command) -> None:
+        t0 = time.monotonic()
+        train, held = self.work / "train", self.work / "held"
+        shutil.rmtree(self.work, ignore_errors=True)
+        train.mkdir(parents=True)
+        held.mkdir()
+        n_train, n_held = self._collect(cmd, train, held)
+        old = self.worker.inspector.model.manifest
+        new_dir = self._build(cmd, train, old)
+        self.publish("validating", id=cmd.id, action="recalibrate")
+        model = load_model(new_dir)
+        insp = Inspector(model, backend=self.worker.cfg.backend)
+        rejected = [p.name for p in list_images(held) if insp.inspect(read_image(p)).verdict == "fail"]
+        problems = []
+        if rejected:
+            problems.append(f"it rejects {len(rejected)} of {n_held} held-out good frames")
+        if cmd.bad_images:
+            bad = list_images(cmd.bad_images)
+            passed = [p.name for p in bad if insp.inspect(read_image(p)).verdict == "pass"]
+            if passed:
+                problems.append(f"it passes {len(passed)} of {len(bad)} known-bad images ({', '.join(passed[:3])})")
+        if problems:
+            shutil.rmtree(new_dir, ignore_errors=True)  # never activated; keep the tree clean
+            raise RecalibrationFailed(f"new model not activated: {'; '.join(problems)}")
+        prev = self._activate(model.version, insp)
+        self.publish("active", id=cmd.id, action="recalibrate", version=model.version, previous_version=prev,
+                     frames=n_train + n_held, seconds=round(time.monotonic() - t0, 1),
+                     threshold=round(model.threshold, 5), message=f"{model.version} active")
+
+    def _build(self, cmd: Command, train: Path, old: dict) -> Path:
+        bb = old["backbone"]
+        args = [sys.executable, "-m", "cli", "calibrate", "--images", str(train), "--output", str(self.root),
+                "--force", "--no-activate", "--json-progress", "--backbone", bb["name"],
+                "--input-size", str(old["input_size"]),
+                "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),
+                "--seed", str(old.get("coreset", {}).get("seed", 0))]
+        if bb.get("weights_path"):
+            args += ["--weights", bb["weights_path"]]
+        n = str(self.cfg.threads)
+        env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "NUMBA_NUM_THREADS": n,
+               "PATCHCORE_THREADS": n, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        nice = self.cfg.nice
+        self.publish("building", id=cmd.id, action="recalibrate", stage="starting", percent=0.0)
+        self.child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        result = None
+        weights = {"features": (0, 40), "coreset": (40, 50), "coreset-holdout": (90, 10)}
+        for line in self.child.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("stage") == "done":
+                result = msg
+            elif msg.get("stage") in weights:
+                base, span = weights[msg["stage"]]
+                pct = base + span * msg["done"] / max(msg["total"], 1)
+                self.publish("building", id=cmd.id, action="recalibrate", stage=msg["stage"], done=msg["done"],
+                             total=msg["total"], percent=round(pct, 1))
+        err = self.child.stderr.read()
+        rc = self.child.wait()
+        if rc != 0 or result is None:
+            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or [f"exit code {rc}"]
+            raise RecalibrationFailed(f"calibration failed: {last[0]}")
+        return Path(result["version_dir"])

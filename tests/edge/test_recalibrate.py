@@ -1,0 +1,162 @@
+"""Live recalibration against a running daemon and the real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edge.commands import signed
+from edge.modeldir import current_version, list_versions
+
+from .mqtt_helpers import ROOT, Collector, new_prefix, start_daemon, write_config
+
+SECRET = b"0123456789abcdef-test-secret"
+
+
+@pytest.fixture()
+def setup(small_model, bottle, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(small_model, model)
+    (tmp_path / "secret").write_bytes(SECRET)
+    prefix = new_prefix()
+    cam = {"name": "cam", "source": str(bottle / "train/good"), "model": str(model), "fps": 15, "loop": True,
+           "heatmap": {"mode": "off"}}
+    cfg = write_config(tmp_path / "d.yaml", prefix, [cam],
+                       recalibration={"secret_file": str(tmp_path / "secret"), "threads": 1})
+    sub = Collector(prefix)
+    yield prefix, model, cfg, sub
+    sub.close()
+
+
+def _send(sub, prefix, secret=SECRET, **fields):
+    cmd = signed({"id": fields.pop("id", "t1"), **fields}, secret)
+    sub.c.publish(f"{prefix}/cam/recalibrate", json.dumps(cmd), qos=1)
+    return cmd
+
+
+def _states(sub):
+    return [m.get("state") for m in sub.json_of("cam/recalibrate/status")]
+
+
+def _stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    return p.communicate(timeout=30)
+
+
+def test_recalibrate_live_then_rollback_and_refusals(setup):
+    prefix, model, cfg, sub = setup
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 3, 30)
+        sub.c.publish(f"{prefix}/cam/recalibrate", b"{not json", qos=1)
+        _send(sub, prefix, secret=b"wrong-secret-wrong-secret", action="recalibrate", frames=12, id="forged")
+        assert sub.wait_for(lambda: sum("rejected" in m for m in sub.json_of("cam/recalibrate/status")) >= 2, 20)
+        rej = [m["rejected"] for m in sub.json_of("cam/recalibrate/status") if "rejected" in m]
+        assert "not JSON" in rej[0]["reason"] and "hmac" in rej[1]["reason"] and rej[1]["id"] == "forged"
+
+        _send(sub, prefix, action="recalibrate", frames=12, id="r1")
+        assert sub.wait_for(lambda: "building" in _states(sub), 30)
+        _send(sub, prefix, action="recalibrate", frames=12, id="r2")  # while r1 runs
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["active"], 120), sub.json_of("cam/recalibrate/status")
+        states = _states(sub)
+        for s in ("collecting", "building", "validating", "active"):
+            assert s in states
+        assert states.index("collecting") < states.index("building") < states.index("validating")
+        busy = [m["rejected"] for m in sub.json_of("cam/recalibrate/status") if "rejected" in m][-1]
+        assert busy["id"] == "r2" and "another recalibration" in busy["reason"]
+        final = sub.json_of("cam/recalibrate/status")[-1]
+        assert final["version"] == "v0002" and final["previous_version"] == "v0001"
+        n = len(sub.of("cam/result"))
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= n + 3, 30)
+        assert sub.json_of("cam/result")[-1]["model_version"] == "v0002"
+        assert current_version(model) == "v0002"
+
+        _send(sub, prefix, action="rollback", id="rb")
+        assert sub.wait_for(lambda: sub.json_of("cam/recalibrate/status")[-1].get("id") == "rb", 30)
+        assert sub.json_of("cam/recalibrate/status")[-1]["version"] == "v0001"
+        n = len(sub.of("cam/result"))
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= n + 3, 30)
+        assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"
+        assert current_version(model) == "v0001" and list_versions(model) == ["v0001", "v0002"]
+    finally:
+        _stop(p)
+
+
+def test_known_bad_images_that_pass_block_activation(setup, bottle):
+    prefix, model, cfg, sub = setup
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
+        # "known bad" images that are in fact good: the new model passes them, so it must not activate
+        _send(sub, prefix, action="recalibrate", frames=30, bad_images=str(bottle / "test/good"), id="b1")
+        assert sub.wait_for(lambda: _states(sub)[-1:] in (["failed"], ["active"]), 120)
+        msg = sub.json_of("cam/recalibrate/status")[-1]
+        assert msg["state"] == "failed", msg
+        assert "not activated" in msg["message"] and "known-bad images" in msg["message"]
+        assert current_version(model) == "v0001" and list_versions(model) == ["v0001"]
+        assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"
+    finally:
+        _stop(p)
+
+
+def test_daemon_killed_while_building_keeps_old_model(setup):
+    prefix, model, cfg, sub = setup
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
+        _send(sub, prefix, action="recalibrate", frames=12, id="k1")
+        assert sub.wait_for(lambda: "building" in _states(sub), 60)
+        subprocess.run(["pkill", "-KILL", "-P", str(p.pid)])  # the calibration child ...
+        p.kill()  # ... and the daemon, mid-build
+        p.communicate(timeout=30)
+    finally:
+        _stop(p)
+    assert current_version(model) == "v0001"
+    p = start_daemon(cfg)  # restarts on the last complete version; leftovers are cleaned
+    try:
+        n = len(sub.of("cam/result"))
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= n + 2, 30)
+        assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"
+        assert not (model / "incoming").exists()
+    finally:
+        _stop(p)
+
+
+def test_more_frames_than_the_source_has(setup, bottle, tmp_path):
+    prefix, model, cfg, sub = setup
+    short = tmp_path / "short"
+    short.mkdir()
+    for f in sorted((bottle / "train/good").iterdir())[:4]:
+        shutil.copy(f, short / f.name)
+    text = cfg.read_text().replace(str(bottle / "train/good"), str(short)).replace("loop: true", "loop: false")
+    cfg.write_text(text.replace("fps: 15", "fps: 2"))
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
+        _send(sub, prefix, action="recalibrate", frames=50, id="m1")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60)
+        assert "fewer than the 50" in sub.json_of("cam/recalibrate/status")[-1]["message"]
+    finally:
+        _stop(p)
+
+
+def test_cli_recalibrate_from_an_image_folder(setup, bottle):
+    prefix, model, cfg, sub = setup
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
+        folder = bottle / "test/good"
+        r = subprocess.run([sys.executable, "-m", "cli", "recalibrate", "--config", str(cfg), "--camera", "cam",
+                            "--images", str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr + r.stdout
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
+        assert lines[-1]["state"] == "active" and lines[-1]["version"] == "v0002"
+    finally:
+        _stop(p)
