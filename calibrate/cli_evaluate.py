@@ -7,8 +7,6 @@ from pathlib import Path
 
 from edge.backbone import DEFAULT_BACKBONE
 
-from .build import CalibrationConfig
-from .evaluate import evaluate, results_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .build import CalibrationConfig  # heavy imports only when this command runs
+    from .evaluate import evaluate, results_table
+
     base = CalibrationConfig(images=args.dataset, output=args.dataset, backbone=args.backbone,
                              weights=str(args.weights) if args.weights else None, input_size=args.input_size,
                              coreset_ratio=args.coreset_ratio, seed=args.seed)

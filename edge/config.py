@@ -96,8 +96,12 @@ class RecalibrationConfig(Strict):
     max_frames: int = Field(2000, ge=3, description="largest N a command may ask for")
     keep_versions: int = Field(5, ge=2, le=100, description="model versions kept (rollback depth)")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="collected frames kept out for validation")
-    nice: int = Field(10, ge=0, le=19, description="CPU niceness of the calibration child process")
-    threads: int = Field(1, ge=1, le=64, description="CPU threads the calibration child may use")
+    max_false_reject: float = Field(0.05, ge=0, lt=1, description="share of held-out good frames the new "
+                                    "model may reject and still be activated")
+    inspection_share: float = Field(0.5, gt=0, le=1, description="while recalibrating, inspection runs at least "
+                                    "this share of its normal rate and leaves the rest of the CPU to the build")
+    nice: int = Field(5, ge=0, le=19, description="CPU niceness of the calibration child process")
+    threads: int = Field(2, ge=1, le=64, description="CPU threads the calibration child may use")
     work_dir: Path | None = Field(None, description="where collected frames go (default: <model>/incoming)")
 
     def secret(self) -> bytes | None:

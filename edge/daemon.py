@@ -52,6 +52,7 @@ class CameraWorker(threading.Thread):
         self.stopping = threading.Event()
         self.last_heatmap = 0.0
         self.frame_id = 0
+        self.share = 1.0  # < 1 while a recalibration needs the CPU (duty cycle of inspection)
 
     def on_trigger(self, topic: str, payload: bytes) -> None:
         self.trigger.set()
@@ -92,6 +93,9 @@ class CameraWorker(threading.Thread):
                 self.process(frame, t_frame)
             except Exception:  # one bad frame must not end the camera
                 log.exception("camera %s: inspection failed", self.cfg.name)
+            if self.share < 1.0:  # idle long enough that inspection uses `share` of its normal time
+                busy = time.perf_counter() - last
+                self.stopping.wait(busy * (1.0 / self.share - 1.0))
 
     def process(self, frame, t_frame: float) -> None:
         roi = self.cfg.roi

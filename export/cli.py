@@ -12,13 +12,9 @@ import json
 from pathlib import Path
 
 from edge.backbone import sha256_file
-from edge.backends.ort_backend import OrtBackend
 from edge.errors import ConfigError, ImageError
 from edge.modeldir import atomic_write_bytes, load_model, utc_now
 from edge.preprocess import list_images, read_image, to_input
-
-from .onnx_export import export_onnx, rebuild_extractor
-from .parity import FixedBatch, parity_report
 
 PARITY_IMAGES = 16
 
@@ -64,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("TensorRT engines here have a fixed batch; use --batch N")
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    from edge.backends.ort_backend import OrtBackend  # torch/onnx load only when exporting
+
+    from .onnx_export import export_onnx, rebuild_extractor
+    from .parity import FixedBatch, parity_report
+
     model = load_model(args.model)
     images = _parity_images(model, args.images)
     out_dir = model.path / "exports"
