@@ -98,9 +98,30 @@ def main() -> None:
     ap.add_argument("--source", type=Path,
                     default=Path(__file__).resolve().parents[2] / "shared/data/mvtec/bottle/test/broken_large")
     ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--soak", type=float, default=0, help="seconds of the memory run (0: skip)")
+    ap.add_argument("--soak", type=float, default=0, help="seconds of the soak/memory run (0: skip)")
+    ap.add_argument("--soak-cameras", type=int, default=4, help="cameras in the soak run")
+    ap.add_argument("--soak-fps", type=float, default=10, help="frames/s each soak camera delivers")
+    ap.add_argument("--skip-short", action="store_true", help="only the soak run")
     a = ap.parse_args()
 
+    if not a.skip_short:
+        short(a)
+    if a.soak:
+        soak = run(a.model, a.source, a.soak_cameras, a.soak_fps, a.soak, heatmap="every", camera_fps=a.soak_fps)
+        lat = np.array(soak["latency"])
+        print(f"\nSoak: {a.soak_cameras} cameras x {a.soak_fps:.0f} frames/s (pre-decoded), heatmap every frame, "
+              f"{a.soak:.0f} s\n")
+        print("| results/s | p50 ms | p99 ms | dropped frames | published | received |")
+        print("|---|---|---|---|---|---|")
+        print(f"| {soak['published'] / a.soak:.1f} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 99):.1f} | "
+              f"{soak['dropped']} | {soak['published']} | {soak['received']} |")
+        print("\nRSS of the whole process (MB) over the run\n")
+        print("| s | " + " | ".join(str(t) for t, _ in soak["samples"]) + " |")
+        print("|---|" + "---|" * len(soak["samples"]))
+        print("| RSS | " + " | ".join(str(m) for _, m in soak["samples"]) + " |")
+
+
+def short(a) -> None:
     one = run(a.model, a.source, 1, 20, a.seconds)
     lat = np.array(one["latency"])
     stages = one["stats"]["cameras"]["cam0"]["latency_ms"]
@@ -119,14 +140,6 @@ def main() -> None:
     print(f"| {two['published'] / a.seconds:.1f} | {np.percentile(lat2, 50):.1f} | {np.percentile(lat2, 99):.1f} | "
           f"{two['dropped']} | {two['published']} | {two['received']} |")
 
-    if a.soak:
-        soak = run(a.model, a.source, 1, 20, a.soak)
-        print(f"\nMemory, one camera at 20 frames/s for {a.soak:.0f} s (RSS of the whole process, MB)\n")
-        print("| s | " + " | ".join(str(t) for t, _ in soak["samples"]) + " |")
-        print("|---|" + "---|" * len(soak["samples"]))
-        print("| RSS | " + " | ".join(str(m) for _, m in soak["samples"]) + " |")
-        print(f"\npublished {soak['published']}, received {soak['received']}, "
-              f"{soak['published'] / a.soak:.1f} results/s")
 
 
 if __name__ == "__main__":

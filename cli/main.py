@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     import edge.cli_infer
     import edge.cli_recalibrate
     import edge.cli_run
+    import edge.cli_status
+    import edge.install
     import export.cli
 
     parser = argparse.ArgumentParser(prog="patchcore-edge", description="PatchCore visual inspection for the edge")
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     edge.cli_infer.add_parser(sub)
     edge.cli_run.add_parser(sub)
     edge.cli_recalibrate.add_parser(sub)
+    edge.cli_status.add_parser(sub)
+    edge.install.add_parser(sub)
     export.cli.add_parser(sub)
     return parser
 

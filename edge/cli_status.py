@@ -1,0 +1,91 @@
+"""`patchcore-edge status`: one screen per station from the retained MQTT topics.
+
+Exit codes for monitoring scripts: 0 healthy; 1 unhealthy (daemon offline, no or stale
+stats, a camera offline or its model refused); 2 broker unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from .config import load_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="health summary of a running station (from retained MQTT topics)")
+    p.add_argument("--config", type=Path, required=True, help="the daemon's YAML")
+    p.add_argument("--wait", type=float, default=2.0, help="seconds to collect retained messages")
+    p.set_defaults(func=run)
+
+
+def collect(cfg, wait: float) -> dict[str, bytes] | None:
+    msgs: dict[str, bytes] = {}
+    connected = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{cfg.mqtt.client_id}-status-{time.time_ns()}")
+    if cfg.mqtt.username:
+        c.username_pw_set(cfg.mqtt.username, cfg.mqtt.password())
+    if cfg.mqtt.tls:
+        c.tls_set(ca_certs=str(cfg.mqtt.tls.ca))
+
+    def on_connect(client, userdata, flags, rc, props):
+        if not rc.is_failure:
+            client.subscribe(f"{cfg.mqtt.prefix}/#")
+            connected.set()
+
+    c.on_connect = on_connect
+    c.on_message = lambda client, userdata, m: msgs.__setitem__(m.topic, m.payload) if m.retain else None
+    try:
+        c.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
+    except OSError:
+        return None
+    c.loop_start()
+    ok = connected.wait(5)
+    time.sleep(wait if ok else 0)
+    c.disconnect()
+    c.loop_stop()
+    return msgs if ok else None
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    msgs = collect(cfg, args.wait)
+    if msgs is None:
+        print(f"broker {cfg.mqtt.host}:{cfg.mqtt.port}: unreachable")
+        return 2
+    p = cfg.mqtt.prefix
+    problems = []
+    available = msgs.get(f"{p}/available", b"?").decode(errors="replace")
+    stats = json.loads(msgs[f"{p}/stats"]) if f"{p}/stats" in msgs else None
+    age = None
+    if stats:
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(stats["timestamp"])).total_seconds()
+    print(f"station {p}: daemon {available}; stats {'none' if age is None else f'{age:.0f} s old'}")
+    if available != "online":
+        problems.append("daemon not online")
+    if age is None or age > 3 * cfg.stats_interval_s + 5:
+        problems.append("no recent stats")
+    print(f"{'camera':12s} {'status':9s} {'fps':>6s} {'p50 ms':>7s} {'p99 ms':>7s} {'last':5s} {'score':>6s} "
+          f"{'model':6s} recalibration")
+    for cam in cfg.cameras:
+        s = (stats or {}).get("cameras", {}).get(cam.name, {})
+        state = json.loads(msgs.get(f"{p}/{cam.name}/state", b"{}"))
+        recal = json.loads(msgs.get(f"{p}/{cam.name}/recalibrate/status", b"{}"))
+        lat = s.get("latency_ms", {}).get("total", {})
+        status = s.get("camera", "unknown") if s.get("model") != "error" else "no model"
+        print(f"{cam.name:12s} {status:9s} {s.get('fps', 0):6.1f} {lat.get('p50', 0):7.1f} {lat.get('p99', 0):7.1f} "
+              f"{state.get('verdict', '-'):5s} {state.get('normalised_score', 0):6.2f} "
+              f"{state.get('model_version', s.get('model_version', '-')):6s} {recal.get('state', '-')}")
+        if status not in ("online", "ended"):
+            problems.append(f"camera {cam.name} {status}")
+    if problems:
+        print("UNHEALTHY: " + "; ".join(problems))
+        return 1
+    print("healthy")
+    return 0

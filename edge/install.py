@@ -1,0 +1,99 @@
+"""`patchcore-edge install-service`: lay down unit, config and user for a station, idempotently.
+
+Everything goes under --root (default /), so the same code installs into a temp root for
+tests and image builds. Existing config, secrets and models are never overwritten; the unit
+is rewritten only when its content changes. `--uninstall` removes the unit (and keeps
+config and models, which hold the station's calibration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+from .modeldir import atomic_write_bytes
+
+UNIT = "patchcore-edge.service"
+TEMPLATE = Path(__file__).resolve().parent.parent / "systemd" / f"{UNIT}.in"
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "usb-camera.yaml"
+
+
+def render_unit(executable: str, config: str, user: str, state: str) -> str:
+    if not TEMPLATE.is_file():
+        raise ConfigError(f"unit template {TEMPLATE} is missing; reinstall patchcore-edge")
+    text = TEMPLATE.read_text()
+    for key, value in {"@EXEC@": executable, "@CONFIG@": config, "@USER@": user, "@STATE@": state}.items():
+        text = text.replace(key, value)
+    return text
+
+
+def _put(path: Path, data: bytes, mode: int, overwrite: bool) -> str:
+    if path.exists() and (not overwrite or path.read_bytes() == data):
+        return "kept"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    os.chmod(path, mode)
+    return "written"
+
+
+def install(root: Path, user: str, executable: str, uninstall: bool = False) -> dict[str, str]:
+    """Returns what happened to each path ('written', 'kept', 'removed', ...)."""
+    etc, state = root / "etc/patchcore-edge", Path("/var/lib/patchcore-edge")
+    unit_path = root / "etc/systemd/system" / UNIT
+    done: dict[str, str] = {}
+    if uninstall:
+        if unit_path.exists():
+            unit_path.unlink()
+            done[str(unit_path)] = "removed"
+        return done
+    unit = render_unit(executable, "/etc/patchcore-edge/config.yaml", user, str(state))
+    done[str(unit_path)] = _put(unit_path, unit.encode(), 0o644, overwrite=True)
+    done[str(etc / "config.yaml")] = _put(etc / "config.yaml", EXAMPLE_CONFIG.read_bytes(), 0o640, overwrite=False)
+    done[str(etc / "mqtt-password")] = _put(etc / "mqtt-password", b"change-me\n", 0o600, overwrite=False)
+    done[str(etc / "recalibration-secret")] = _put(etc / "recalibration-secret",
+                                                   secrets.token_hex(32).encode() + b"\n", 0o600, overwrite=False)
+    (root / state.relative_to("/") / "models").mkdir(parents=True, exist_ok=True)
+    if root == Path("/"):
+        done[f"user {user}"] = _ensure_user(user)
+    return done
+
+
+def _ensure_user(user: str) -> str:
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+        return "kept"
+    except KeyError:
+        pass
+    if shutil.which("useradd") is None:
+        raise ConfigError(f"cannot create user {user}: useradd is missing; create a system user by hand")
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--groups", "video",
+                    user], check=True)
+    return "created"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("install-service", help="install the systemd unit, config and service user",
+                       description="Idempotent station install; re-run after upgrades. Needs root for --root /.")
+    p.add_argument("--root", type=Path, default=Path("/"), help="install under this root (default /)")
+    p.add_argument("--user", default="patchcore", help="service user (created when missing)")
+    p.add_argument("--uninstall", action="store_true", help="remove the unit (config and models stay)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    exe = shutil.which("patchcore-edge") or f"{sys.executable} -m cli"
+    for path, what in install(args.root, args.user, exe, args.uninstall).items():
+        print(f"{what:8s} {path}")
+    if args.root == Path("/") and shutil.which("systemctl"):
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+        if not args.uninstall:
+            print("next: edit /etc/patchcore-edge/config.yaml, then: systemctl enable --now patchcore-edge")
+    return 0
