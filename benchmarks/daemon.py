@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import edge.daemon  # noqa: E402
 from edge.capture import FrameSource  # noqa: E402
 from edge.config import DaemonConfig  # noqa: E402
 from edge.preprocess import list_images, read_image  # noqa: E402
 from edge.daemon import Daemon  # noqa: E402
-from edge.mqtt_helpers import Collector  # noqa: E402
+from tests.edge.mqtt_helpers import Collector  # noqa: E402
 
 
 class CameraLike(FrameSource):
@@ -69,7 +68,7 @@ def run(model: Path, source: Path, cameras: int, fps: float, seconds: float, hea
     if camera_fps:
         frames = [read_image(p) for p in list_images(source)]
         edge.daemon.make_source = lambda *_a, **_k: CameraLike(frames, camera_fps)
-    sub = Collector(prefix)
+    sub = Collector(prefix, keep_heatmaps=False)  # in this process: keeping every JPEG would look like a leak
     d = Daemon(cfg)
     t = threading.Thread(target=d.run)
     rss0 = rss_mb()
@@ -84,11 +83,12 @@ def run(model: Path, source: Path, cameras: int, fps: float, seconds: float, hea
     t.join()
     time.sleep(1.0)
     got = sum(len(sub.of(f"cam{i}/result")) for i in range(cameras))
+    heatmaps = sub.heatmaps
     lat = [r["latency_ms"] for i in range(cameras) for r in sub.json_of(f"cam{i}/result")]
     sub.close()
     pub = sum(w.stats.results for w in d.workers.values())
     return {"stats": stats, "latency": lat, "received": got, "published": pub, "rss0": rss0, "rss1": rss1,
-            "samples": samples,
+            "samples": samples, "heatmaps": heatmaps,
             "seconds": seconds, "dropped": sum(w.capture.dropped for w in d.workers.values())}
 
 
@@ -119,6 +119,7 @@ def main() -> None:
         print("| s | " + " | ".join(str(t) for t, _ in soak["samples"]) + " |")
         print("|---|" + "---|" * len(soak["samples"]))
         print("| RSS | " + " | ".join(str(m) for _, m in soak["samples"]) + " |")
+        print(f"\nheatmap JPEGs received: {soak['heatmaps']}")
 
 
 def short(a) -> None:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edge.daemon  # noqa: E402
@@ -27,7 +26,7 @@ from daemon import CameraLike  # noqa: E402
 from edge.commands import signed  # noqa: E402
 from edge.config import DaemonConfig  # noqa: E402
 from edge.daemon import Daemon  # noqa: E402
-from edge.mqtt_helpers import Collector  # noqa: E402
+from tests.edge.mqtt_helpers import Collector  # noqa: E402
 from edge.preprocess import list_images, read_image  # noqa: E402
 
 

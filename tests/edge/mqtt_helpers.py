@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class Collector:
     """Subscribes to `<prefix>/#` on a real broker and keeps (topic, payload, retain) in order."""
 
-    def __init__(self, prefix: str, port: int = 1883, client_id: str | None = None, clean: bool = True):
+    def __init__(self, prefix: str, port: int = 1883, client_id: str | None = None, clean: bool = True,
+                 keep_heatmaps: bool = True):
         self.prefix, self.msgs, self.lock = prefix, [], threading.Lock()
+        self.keep_heatmaps, self.heatmaps = keep_heatmaps, 0  # long runs count JPEGs instead of keeping them
         self.subscribed = threading.Event()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
                              clean_session=clean)
@@ -35,6 +37,9 @@ class Collector:
 
     def _on(self, c, u, m):
         with self.lock:
+            if not self.keep_heatmaps and m.topic.endswith("/heatmap"):
+                self.heatmaps += 1
+                return
             self.msgs.append((m.topic, m.payload, m.retain))
 
     def of(self, suffix: str) -> list[bytes]:
