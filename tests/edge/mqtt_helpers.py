@@ -21,9 +21,11 @@ class Collector:
     """Subscribes to `<prefix>/#` on a real broker and keeps (topic, payload, retain) in order."""
 
     def __init__(self, prefix: str, port: int = 1883, client_id: str | None = None, clean: bool = True,
-                 keep_heatmaps: bool = True):
+                 keep_heatmaps: bool = True, count_only: bool = False):
         self.prefix, self.msgs, self.lock = prefix, [], threading.Lock()
         self.keep_heatmaps, self.heatmaps = keep_heatmaps, 0  # long runs count JPEGs instead of keeping them
+        # count_only: keep just result counts and latencies, so a soak in this process measures the daemon
+        self.count_only, self.counts, self.latencies = count_only, {}, []
         self.subscribed = threading.Event()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
                              clean_session=clean)
@@ -39,6 +41,11 @@ class Collector:
         with self.lock:
             if not self.keep_heatmaps and m.topic.endswith("/heatmap"):
                 self.heatmaps += 1
+                return
+            if self.count_only:
+                self.counts[m.topic] = self.counts.get(m.topic, 0) + 1
+                if m.topic.endswith("/result"):
+                    self.latencies.append(json.loads(m.payload)["latency_ms"])
                 return
             self.msgs.append((m.topic, m.payload, m.retain))
 
