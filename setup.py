@@ -26,6 +26,7 @@ setup(
         "tqdm>=4.60",
         "paho-mqtt>=2.0",
         "scikit-learn>=1.2",
+        "matplotlib>=3.5",
     ],
     extras_require={
         # GPU stack; on a Jetson use JetPack's TensorRT and NVIDIA's onnxruntime-gpu wheel instead.

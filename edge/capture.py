@@ -1,7 +1,9 @@
 """Camera capture: one thread per camera that only ever holds the latest frame.
 
 A source is behind a small interface so tests and replays feed real frames from a video
-file or an image folder. The capture thread drops (and counts) a frame that was not
+file or an image folder. Replayed (finite) sources are not real-time: the capture thread
+waits until the previous frame was taken instead of dropping it, so a replay judges every
+frame however slow the machine is. The capture thread drops (and counts) a frame that was not
 consumed before the next one arrived, reconnects with exponential backoff when the source
 fails to open or dies, and a watchdog reopens a stream whose last frame is older than the
 stall timeout.
@@ -118,12 +120,15 @@ class Capture(threading.Thread):
     """Reads a source continuously and keeps only the newest frame for the consumer."""
 
     def __init__(self, name: str, source: FrameSource, fps: float, stall_timeout_s: float = 5.0,
-                 backoff_max_s: float = 10.0):
+                 backoff_max_s: float = 10.0, lossless: bool | None = None):
         super().__init__(name=f"capture-{name}", daemon=True)
         self.camera, self.source = name, source
         # replayed files are paced at the target rate; live sources deliver at their own rate
         self.pace = 1.0 / fps if source.finite else 0.0
         self.stall_timeout_s, self.backoff_max_s = stall_timeout_s, backoff_max_s
+        # replays judge every frame (back-pressure); live sources and triggered cameras
+        # always get the newest frame
+        self.lossless = source.finite if lossless is None else lossless
         self.cond = threading.Condition()
         self.frame: np.ndarray | None = None
         self.seq = 0
@@ -187,6 +192,8 @@ class Capture(threading.Thread):
                 continue
             last_ok = now
             with self.cond:
+                while self.lossless and self.seq > self.consumed_seq and not self._halt.is_set():
+                    self.cond.wait(0.1)  # replay: back-pressure instead of dropping
                 if self.seq > self.consumed_seq:
                     self.dropped += 1  # the previous frame was never inspected
                 self.frame, self.t_frame = frame, time.perf_counter()
@@ -210,4 +217,5 @@ class Capture(threading.Thread):
                     return None
                 self.cond.wait(left)
             self.consumed_seq = self.seq
+            self.cond.notify_all()
             return self.seq, self.frame, self.t_frame

@@ -46,7 +46,9 @@ class CameraWorker(threading.Thread):
         self.cfg, self.inspector, self.link = cfg, inspector, link
         self.base = f"{prefix}/{cfg.name}"
         self.qos, self.print_results = qos, print_results
-        self.capture = Capture(cfg.name, make_source(cfg.source, cfg.loop), cfg.fps, cfg.stall_timeout_s)
+        source = make_source(cfg.source, cfg.loop)
+        self.capture = Capture(cfg.name, source, cfg.fps, cfg.stall_timeout_s,
+                               lossless=source.finite and cfg.trigger == "continuous")
         self.stats = CameraStats()
         self.trigger = threading.Event()
         self.stopping = threading.Event()

@@ -5,7 +5,9 @@
   counted as connected.
 - paho-mqtt reconnects on its own. While the broker is away, messages marked `buffer=True`
   (results, state) go into a bounded queue that is flushed in order on reconnect; what
-  overflowed is counted and reported in the stats.
+  overflowed is counted and reported in the stats. A buffered QoS>0 message handed to paho
+  is also kept until the broker acknowledges it (PUBACK): one sent into a connection that
+  died before the loss was noticed is sent again after the reconnect (at least once).
 - Subscriptions are one dict from topic to handler, built once; a handler that raises
   (malformed payload) is logged and ignored, never a crash.
 """
@@ -35,6 +37,8 @@ class MqttLink:
         self.connected = threading.Event()
         self.lock = threading.Lock()
         self.buffer: deque[tuple[str, bytes, int, bool]] = deque()
+        self.unacked: dict[int, tuple[str, bytes, int, bool]] = {}  # mid -> message, until PUBACK
+        self._early_acks: set[int] = set()  # PUBACKs that beat the bookkeeping in _send
         self.buffer_dropped = 0
         self.published = 0
         self.connects = 0
@@ -52,6 +56,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self.client = client
 
     def start(self) -> None:
@@ -81,15 +86,42 @@ class MqttLink:
         for topic in self.handlers:
             client.subscribe(topic, qos=1)
         with self.lock:
-            while self.buffer:  # in order, before anything newer
-                topic, payload, qos, retain = self.buffer.popleft()
-                client.publish(topic, payload, qos=qos, retain=retain)
+            # first what was sent but never acknowledged, then what waited, all in order
+            resend = [self.unacked.pop(mid) for mid in sorted(self.unacked)] + list(self.buffer)
+            self.buffer.clear()
+            for topic, payload, qos, retain in resend:
+                self._send(topic, payload, qos, retain)
             self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         if not self.stopping:
             log.warning("MQTT disconnected (%s); reconnecting", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # No self.lock here: paho calls this with its own mutex held (and, for QoS 0, from
+        # inside publish() while we hold self.lock), so locking would deadlock. dict/set
+        # operations are atomic in CPython.
+        if self.unacked.pop(mid, None) is None:
+            if len(self._early_acks) > 10000:  # QoS 0 acks land here too; keep it bounded
+                self._early_acks.clear()
+            self._early_acks.add(mid)
+
+    def _send(self, topic: str, data: bytes, qos: int, retain: bool) -> bool:
+        """Hand to paho (caller holds the lock); QoS>0 messages are tracked until acknowledged."""
+        info = self.client.publish(topic, data, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        if qos > 0:
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+            else:
+                if len(self.unacked) >= max(self.cfg.buffer, 1):
+                    self.unacked.pop(min(self.unacked))
+                    self.buffer_dropped += 1
+                self.unacked[info.mid] = (topic, data, qos, retain)
+        self.published += 1
+        return True
 
     def _on_message(self, client, userdata, msg) -> None:
         handler = self.handlers.get(msg.topic)
@@ -106,9 +138,11 @@ class MqttLink:
         data = payload.encode() if isinstance(payload, str) else payload
         with self.lock:
             if self.connected.is_set() and not self.buffer:
-                info = self.client.publish(topic, data, qos=qos, retain=retain)
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self.published += 1
+                if buffer:
+                    if self._send(topic, data, qos, retain):
+                        return
+                else:
+                    self.client.publish(topic, data, qos=qos, retain=retain)
                     return
             if not buffer:
                 return

@@ -56,7 +56,7 @@ class Collector:
     def json_of(self, suffix: str) -> list[dict]:
         return [json.loads(p) for p in self.of(suffix)]
 
-    def wait_for(self, pred, timeout: float = 60.0) -> bool:
+    def wait_for(self, pred, timeout: float = 120.0) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if pred():

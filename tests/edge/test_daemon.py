@@ -112,9 +112,9 @@ def test_trigger_mode_and_malformed_messages(small_model, replay, tmp_path):
         assert sub.of("trig/result") == []  # nothing without a trigger
         sub.c.publish(f"{prefix}/trig/trigger", b"\xff\xfe not json", qos=1)
         sub.c.publish(f"{prefix}/other/trigger", b"{}", qos=1)
-        assert sub.wait_for(lambda: len(sub.of("trig/result")) == 1, 20)
+        assert sub.wait_for(lambda: len(sub.of("trig/result")) == 1, 60)
         sub.c.publish(f"{prefix}/trig/trigger", b"", qos=1)
-        assert sub.wait_for(lambda: len(sub.of("trig/result")) == 2, 20)
+        assert sub.wait_for(lambda: len(sub.of("trig/result")) == 2, 60)
         assert p.poll() is None
     finally:
         p.send_signal(signal.SIGTERM)
