@@ -1,8 +1,9 @@
 """Nearest-neighbour search against the coreset: strategies that differ only in the index.
 
 - `MatmulSearch`: exact L2 via one BLAS matmul (|x|^2 - 2 x.b + |b|^2). For the small banks
-  a default model has (~1.6k x 152) it beats a FAISS flat index on a CPU (measured in
-  benchmarks/); written without cdist so the same maths ports to any runtime.
+  a default model has (~1.2k x 64, 2,304 queries a frame) it is on par with a FAISS flat
+  index on a CPU (5.3 vs 4.9 ms here) and needs no index build; written without cdist so
+  the same maths ports to any runtime.
 - `FaissSearch`: FAISS exact flat L2 index; on the GPU when faiss has GPU support and a
   device is present. Used for large banks and on CUDA machines.
 Both return L2 distances (not squared), as PatchCore's patch score.
