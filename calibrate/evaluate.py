@@ -21,7 +21,7 @@ import numpy as np
 from edge.backends.ort_backend import OrtBackend
 from edge.errors import ImageError
 from edge.extract import extract_features
-from edge.heatmap import overlay
+from edge.heatmap import encode_jpeg, overlay
 from edge.knn import make_search
 from edge.modeldir import atomic_write_bytes, load_model
 from edge.preprocess import list_images, read_image
@@ -121,8 +121,7 @@ def write_visuals(name: str, paths: list[Path], labels: np.ndarray, scores: np.n
     out.mkdir(parents=True, exist_ok=True)
     for p, amap in zip(paths, maps):
         img = overlay(read_image(p), amap, threshold, max_side=512)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        atomic_write_bytes(out / f"{p.parent.name}_{p.stem}.jpg", buf.tobytes())
+        atomic_write_bytes(out / f"{p.parent.name}_{p.stem}.jpg", encode_jpeg(img, 85))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     fpr, tpr, _ = roc_curve(labels, scores)
     ax1.plot(fpr, tpr)

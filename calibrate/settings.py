@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge.backbone import DEFAULT_BACKBONE
-from edge.errors import ConfigError
+from edge.config import load_yaml_model
 
 
 class CalibrateSettings(BaseModel):
@@ -33,15 +32,4 @@ class CalibrateSettings(BaseModel):
 
 def load_settings(path: str | Path) -> CalibrateSettings:
     """Read and validate a YAML file; ConfigError names the offending key."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError as e:
-        raise ConfigError(f"config file {path} does not exist") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
-    try:
-        return CalibrateSettings.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {where}: {err['msg']}") from e
+    return load_yaml_model(path, CalibrateSettings)

@@ -7,12 +7,9 @@ import json
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from .backends import BACKENDS
 from .errors import ImageError
-from .heatmap import overlay
+from .heatmap import encode_jpeg, overlay
 from .inspector import Inspector
 from .modeldir import atomic_write_bytes, load_model
 from .preprocess import IMAGE_EXTENSIONS, list_images, read_image
@@ -61,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
                "timings_ms": {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in r.timings_ms.items()}}}
         if args.output_dir:
             img = overlay(frame, r.anomaly_map, r.threshold, max_side=args.heatmap_size)
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
             out = args.output_dir / f"{path.parent.name}_{path.stem}_heatmap.jpg"
-            atomic_write_bytes(out, np.asarray(buf).tobytes())
+            atomic_write_bytes(out, encode_jpeg(img, 85))
             rec["heatmap"] = str(out)
         print(json.dumps(rec), flush=True)
     return 1 if failures else 0

@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 
+def credential_path(path: Path) -> Path:
+    """A relative secret path is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
+    if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
+        return Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
+    return path
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,9 +56,7 @@ class MqttConfig(Strict):
     def password(self) -> str | None:
         """The password from its file or environment variable (read now, not at import)."""
         if self.password_file:
-            path = self.password_file
-            if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
-                path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
+            path = credential_path(self.password_file)
             try:
                 return path.read_text().splitlines()[0].strip()
             except (OSError, IndexError) as e:
@@ -108,9 +113,7 @@ class RecalibrationConfig(Strict):
         """The shared secret (read now, not at import)."""
         if self.secret_file is None:
             return None
-        path = self.secret_file
-        if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
-            path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
+        path = credential_path(self.secret_file)
         try:
             data = path.read_bytes().strip()
         except OSError as e:
@@ -137,8 +140,8 @@ class DaemonConfig(Strict):
         return self
 
 
-def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
-    """Read and validate a YAML config; ConfigError names the file and the offending key path."""
+def load_yaml_model(path: str | Path, model: type[BaseModel]):
+    """Read a YAML file into a pydantic model; ConfigError names the file and the key path."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -147,11 +150,17 @@ def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
     try:
-        cfg = DaemonConfig.model_validate(data or {})
+        return model.model_validate(data or {})
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{path}: {where}: {err['msg']}") from e
+
+
+def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
+    """Read and validate the daemon YAML; relative paths are relative to the file."""
+    path = Path(path)
+    cfg = load_yaml_model(path, DaemonConfig)
     base = base_dir or path.parent
     rc = cfg.recalibration
     if rc.secret_file and not rc.secret_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import onnx
 
-from edge.backbone import sha256_file
 from edge.errors import ModelError
 from edge.features import build_extractor
 from edge.modeldir import Model

@@ -19,14 +19,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
 def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir: str | Path | None = None,
                    fp16: bool = False) -> FeatureBackend:
     """A feature backend for one model version (its backbone.onnx and manifest)."""
@@ -53,21 +45,18 @@ def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir:
 
 
 def _auto_kind() -> str:
-    try:
-        from .trt_backend import tensorrt_usable
+    """Native TensorRT, else ONNX Runtime (its best provider), else torch."""
+    from .trt_backend import tensorrt_usable
 
-        if tensorrt_usable():
-            return "tensorrt"
-    except ImportError:
-        pass
+    if tensorrt_usable():
+        return "tensorrt"
     try:
         from .ort_backend import available_providers
 
         available_providers()
         return "onnxruntime"
     except BackendError:
-        if _cuda_available():
-            return "torch"
+        pass
     try:
         import torch  # noqa: F401
     except ImportError as e:
