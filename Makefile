@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DATA ?= $(firstword $(wildcard ../shared/data/mvtec/bottle /work/shared/data/mvtec/bottle))
+DATA ?= $(abspath $(firstword $(wildcard ../shared/data/mvtec/bottle /work/shared/data/mvtec/bottle)))
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv clean

@@ -15,7 +15,7 @@ def _bottle() -> Path:
                   Path("/work/shared/data/mvtec/bottle")]
     for c in candidates:
         if c and (Path(c) / "train/good").is_dir():
-            return Path(c)
+            return Path(c).resolve()  # absolute: daemon configs resolve relative paths against their own folder
     raise RuntimeError("MVTec bottle not found: set PATCHCORE_DATA=/path/to/mvtec/bottle")
 
 
