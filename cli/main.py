@@ -1,16 +1,22 @@
 """`patchcore-edge <command>`: subcommands from calibrate/, export/ and edge/.
 
-Errors the user can fix (PatchcoreError) print as one line on stderr with exit code 2;
+Errors the user can fix (PatchcoreError, a full or read-only disk) print as one line on
+stderr with exit code 2;
 anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 
 from edge.errors import PatchcoreError
+
+
+# a full, over-quota or read-only disk is the user's to fix, not a bug: one line, no traceback
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PatchcoreError as e:
         print(f"patchcore-edge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        print(f"patchcore-edge {args.command}: error: cannot write {e.filename or 'a file'}: {e.strerror}; "
+              "free space on that disk or point the output elsewhere", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -101,6 +101,10 @@ class Recalibrator:
         except RecalibrationFailed as e:
             log.error("camera %s: recalibration %s failed: %s", self.worker.cfg.name, cmd.id, e)
             self.publish("failed", id=cmd.id, action=cmd.action, message=str(e), version=current_version(self.root))
+        except OSError as e:  # a full or read-only disk while writing frames or switching CURRENT
+            log.error("camera %s: recalibration %s failed: %s", self.worker.cfg.name, cmd.id, e)
+            self.publish("failed", id=cmd.id, action=cmd.action, version=current_version(self.root),
+                         message=f"cannot write {e.filename or 'the model directory'}: {e.strerror} (disk full?)")
         except Exception as e:  # never let a recalibration bug reach the inspection threads
             log.exception("camera %s: recalibration crashed", self.worker.cfg.name)
             self.publish("failed", id=cmd.id, action=cmd.action, message=f"internal error: {e}",

@@ -1,0 +1,128 @@
+"""Recalibration faults on a running daemon: a disk that fills up, a camera lost mid-collection.
+
+The disk is a real tmpfs of a few hundred KB (mounting needs root, as CI has); the camera is a
+real HTTP MJPEG stream read by OpenCV's FFmpeg, shut down mid-collection.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from edge.modeldir import current_version, list_versions
+
+from .mjpeg_camera import MjpegCamera
+from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
+from .test_recalibrate import SECRET, _send, _states, _stop
+
+
+@pytest.fixture()
+def small_fs(tmp_path):
+    """make(name, kb): a folder that is a tmpfs of that size, unmounted after the test."""
+    mounts = []
+
+    def make(name: str, kb: int):
+        d = tmp_path / name
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(d)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"a small tmpfs is needed to fill a disk and cannot be mounted here: {r.stderr.strip()}")
+        mounts.append(d)
+        return d
+
+    yield make
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)])
+
+
+def _daemon_config(tmp_path, prefix, model, source, work_dir=None, **cam):
+    (tmp_path / "secret").write_bytes(SECRET)
+    recal = {"secret_file": str(tmp_path / "secret"), "threads": 1}
+    if work_dir:
+        recal["work_dir"] = str(work_dir)
+    camera = {"name": "cam", "source": str(source), "model": str(model), "fps": 15, "loop": True,
+              "heatmap": {"mode": "off"}, **cam}
+    return write_config(tmp_path / "d.yaml", prefix, [camera], recalibration=recal)
+
+
+def _assert_old_model_keeps_judging(sub, model, p):
+    assert current_version(model) == "v0001" and list_versions(model) == ["v0001"]
+    assert not list((model / "versions").glob(".tmp-*")), "a half-written version was left behind"
+    n = len(sub.of("cam/result"))
+    assert sub.wait_for(lambda: len(sub.of("cam/result")) >= n + 2, 30)
+    assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"
+    assert p.poll() is None, "the daemon must survive a failed recalibration"
+
+
+def test_disk_full_while_collecting(small_model, bottle, tmp_path, small_fs):
+    model = tmp_path / "model"
+    shutil.copytree(small_model, model)
+    work = small_fs("work", 1024)  # one 900x900 frame is 2.4 MB as BMP: the first write fails
+    prefix = new_prefix()
+    cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", work_dir=work)
+    sub = Collector(prefix)
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
+        _send(sub, prefix, action="recalibrate", frames=12, id="full1")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), sub.json_of("cam/recalibrate/status")
+        msg = sub.json_of("cam/recalibrate/status")[-1]
+        assert "disk full" in msg["message"] and msg["version"] == "v0001", msg
+        _assert_old_model_keeps_judging(sub, model, p)
+        assert not list(work.rglob("*.bmp")), "collected frames must be cleaned up"
+    finally:
+        _stop(p)
+        sub.close()
+
+
+def test_disk_full_while_writing_the_new_version(small_model, bottle, tmp_path, small_fs):
+    used_kb = sum(f.stat().st_size for f in small_model.rglob("*") if f.is_file()) // 1024
+    model = small_fs("model", used_kb + 160)  # room for the old version, not for a new one
+    shutil.copytree(small_model, model, dirs_exist_ok=True)
+    prefix = new_prefix()
+    cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", work_dir=tmp_path / "work")
+    sub = Collector(prefix)
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
+        _send(sub, prefix, action="recalibrate", frames=12, id="full2")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 120), sub.json_of("cam/recalibrate/status")
+        msg = sub.json_of("cam/recalibrate/status")[-1]
+        assert "building" in _states(sub)
+        assert "no space left" in msg["message"].lower(), msg
+        _assert_old_model_keeps_judging(sub, model, p)
+    finally:
+        _stop(p)
+        sub.close()
+
+
+def test_camera_lost_while_collecting(small_model, bottle, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(small_model, model)
+    cam = MjpegCamera(sorted((bottle / "train/good").glob("*.png"))[:5], fps=20).start()
+    prefix = new_prefix()
+    cfg = _daemon_config(tmp_path, prefix, model, cam.url, stall_timeout_s=1.5)
+    sub = Collector(prefix)
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 3, 30)
+        _send(sub, prefix, action="recalibrate", frames=400, id="lost1")
+        assert sub.wait_for(lambda: any(m.get("state") == "collecting" and m.get("done", 0) > 10
+                                        for m in sub.json_of("cam/recalibrate/status")), 30)
+        cam.stop()  # the camera drops off the network mid-collection
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 30), sub.json_of("cam/recalibrate/status")
+        msg = sub.json_of("cam/recalibrate/status")[-1]
+        assert "camera lost while collecting" in msg["message"], msg
+        assert current_version(model) == "v0001" and list_versions(model) == ["v0001"]
+        assert not (model / "incoming").exists()
+        assert sub.wait_for(lambda: any(c.get("camera") == "offline" for s in sub.json_of("stats")[-3:]
+                                        for c in s.get("cameras", {}).values()), 20), sub.json_of("stats")[-1:]
+        cam.start()  # back on the same port: the capture reconnects and inspection resumes
+        _assert_old_model_keeps_judging(sub, model, p)
+    finally:
+        cam.stop()
+        _stop(p)
+        sub.close()
