@@ -89,17 +89,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(e, path) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
 
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error with the file it concerns (write() on a full disk does not say which)."""
+    return e if e.filename else OSError(e.errno, e.strerror, str(path))
+
+
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise _naming(e, path) from e
 
 
 def utc_now() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,23 @@ def small_model(bottle, tmp_path_factory) -> Path:
     calibrate(CalibrationConfig(images=bottle / "train/good", output=out, image_paths=paths,
                                 coreset_ratio=0.02), progress=lambda *a: None)
     return out
+
+
+@pytest.fixture()
+def small_fs(tmp_path):
+    """make(name, kb): a folder that is a tmpfs of that size, unmounted after the test."""
+    mounts = []
+
+    def make(name: str, kb: int):
+        d = tmp_path / name
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(d)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"a small tmpfs is needed to fill a disk and cannot be mounted here: {r.stderr.strip()}")
+        mounts.append(d)
+        return d
+
+    yield make
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)])

@@ -33,3 +33,18 @@ def test_calibrate_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "coreset" in r.stderr
     r = cli("infer", "--model", tmp_path / "nomodel", tmp_path)
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_partial_model(bottle, tmp_path, small_fs):
+    images = tmp_path / "good"
+    images.mkdir()
+    for f in sorted((bottle / "train/good").glob("*.png"))[:4]:
+        (images / f.name).write_bytes(f.read_bytes())
+    disk = small_fs("disk", 64)  # far less than a model needs
+    r = cli("calibrate", "--images", images, "--output", disk / "m")
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in r.stderr and "No space left on device" in last and "free space" in last, r.stderr
+    versions = disk / "m" / "versions"
+    assert not versions.exists() or not any(versions.iterdir()), "a half-written version was left"
+    assert not (disk / "m" / "CURRENT").exists()

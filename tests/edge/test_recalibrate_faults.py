@@ -7,35 +7,12 @@ real HTTP MJPEG stream read by OpenCV's FFmpeg, shut down mid-collection.
 from __future__ import annotations
 
 import shutil
-import subprocess
-
-import pytest
 
 from edge.modeldir import current_version, list_versions
 
 from .mjpeg_camera import MjpegCamera
 from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
 from .test_recalibrate import SECRET, _send, _states, _stop
-
-
-@pytest.fixture()
-def small_fs(tmp_path):
-    """make(name, kb): a folder that is a tmpfs of that size, unmounted after the test."""
-    mounts = []
-
-    def make(name: str, kb: int):
-        d = tmp_path / name
-        d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(d)],
-                           capture_output=True, text=True)
-        if r.returncode:
-            pytest.skip(f"a small tmpfs is needed to fill a disk and cannot be mounted here: {r.stderr.strip()}")
-        mounts.append(d)
-        return d
-
-    yield make
-    for d in mounts:
-        subprocess.run(["umount", "-l", str(d)])
 
 
 def _daemon_config(tmp_path, prefix, model, source, work_dir=None, **cam):
