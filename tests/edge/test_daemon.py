@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
+import json
 import shutil
 import signal
 import socket
 import subprocess
 import time
-
-import json
 
 import cv2
 import jsonschema
@@ -131,8 +131,13 @@ def _free_port() -> int:
 
 def _broker(port: int, tmp_path) -> subprocess.Popen:
     conf = tmp_path / "mosq.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                    f"persistence_location {tmp_path}/\n")
+    # `user`: run as root, mosquitto would switch to the `mosquitto` user, could not write the
+    # session store into this root-only folder, and would forget the subscriber's persistent
+    # session on restart: results flushed before the subscriber reconnected were then lost at
+    # the broker (the "loss under load" this test used to show)
+    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                    f"persistence_location {tmp_path}/\nlog_dest file {tmp_path}/mosquitto.log\nlog_type all\n"
+                    "log_timestamp_format %H:%M:%S\n")
     b = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     end = time.monotonic() + 10
     while time.monotonic() < end:
@@ -155,16 +160,20 @@ def test_broker_restart_loses_no_result(small_model, replay, tmp_path):
         assert sub.wait_for(lambda: len(sub.of("line/result")) >= 3)
         broker.send_signal(signal.SIGTERM)  # the broker goes away (saving its sessions) ...
         broker.wait(10)
+        assert (tmp_path / "mosquitto.db").is_file(), "the broker did not save its sessions"
         time.sleep(2.5)  # ... while the camera keeps inspecting
         broker = _broker(port, tmp_path)
         n = len(sub.of("line/result"))
         assert sub.wait_for(lambda: len(sub.of("line/result")) >= n + 15, 60)
     finally:
         p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=30)
+        _, err = p.communicate(timeout=30)
         sub.close()
         broker.terminate()
         broker.wait(10)
     ids = [r["frame_id"] for r in sub.json_of("line/result")]
     dedup = list(dict.fromkeys(ids))  # QoS 1 is at-least-once: a resend may repeat one
-    assert dedup == list(range(1, len(dedup) + 1)), ids
+    log = (tmp_path / "mosquitto.log").read_text(errors="replace").splitlines()
+    assert dedup == list(range(1, len(dedup) + 1)), "\n".join(
+        [f"ids {ids}", "daemon:", *[ln for ln in err.splitlines() if "mqtt" in ln.lower()], "broker:",
+         *[ln for ln in log if "PUBLISH" not in ln or "line/result" in ln][-150:]])
