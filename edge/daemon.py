@@ -135,6 +135,7 @@ class CameraWorker(threading.Thread):
         c = self.capture
         return {"camera": c.status, "camera_error": c.error, "frames": c.frames, "dropped": c.dropped,
                 "reconnects": c.reconnects, "model_version": self.inspector.model.version, "model": "ok",
+                "backend": self.inspector.backend.describe(), "search": self.inspector.search.name,
                 **self.stats.snapshot()}
 
 
@@ -154,6 +155,8 @@ class Daemon:
                 log.error("camera %s refused: %s", cam.name, e)
                 self.refused[cam.name] = str(e)
                 continue
+            log.info("camera %s: model %s, backend %s, search %s", cam.name, inspector.model.version,
+                     inspector.backend.describe(), inspector.search.name)
             w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results)
             self.workers[cam.name] = w
             rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration)

@@ -1,8 +1,8 @@
 """Backend registry: 'auto', 'torch', 'onnxruntime', 'tensorrt' behind one interface.
 
 'auto' picks the fastest one that can run here: native TensorRT when the `tensorrt` package
-and a CUDA device are present and an engine can be built, else ONNX Runtime with its best
-provider (TensorRT -> CUDA -> CPU), else torch. A missing optional package gives
+and a CUDA device are present, else ONNX Runtime on a GPU provider (TensorRT -> CUDA), else
+torch on a CUDA GPU, else ONNX Runtime on the CPU, else torch on the CPU. A missing optional package gives
 "install X to use backend Y", not an unknown-type error.
 """
 
@@ -26,7 +26,7 @@ def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir:
         raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
     if kind == "auto":
         kind = _auto_kind()
-        log.info("backend auto -> %s", kind)
+        log.debug("backend auto -> %s", kind)
     if kind == "onnxruntime":
         from .ort_backend import OrtBackend
 
@@ -44,8 +44,22 @@ def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir:
     return TorchBackend(extractor, half=fp16)
 
 
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver is loaded (server/desktop GPU or Jetson), checked without importing torch."""
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvhost-ctrl-gpu", "/proc/driver/nvidia"))
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def _auto_kind() -> str:
-    """Native TensorRT, else ONNX Runtime (its best provider), else torch."""
+    """The fastest that runs here: native TensorRT; ONNX Runtime on a GPU provider; torch on
+    CUDA (a GPU machine with the CPU-only onnxruntime wheel); ONNX Runtime on the CPU; torch."""
     from .trt_backend import tensorrt_usable
 
     if tensorrt_usable():
@@ -53,10 +67,16 @@ def _auto_kind() -> str:
     try:
         from .ort_backend import available_providers
 
-        available_providers()
-        return "onnxruntime"
+        providers = available_providers()
     except BackendError:
-        pass
+        providers = []
+    if providers and providers[0] != "CPUExecutionProvider":
+        return "onnxruntime"
+    # torch is imported only when a driver is there: on a CPU box it would cost ~1 s and RSS
+    if nvidia_gpu_present() and _torch_cuda():
+        return "torch"
+    if providers:
+        return "onnxruntime"
     try:
         import torch  # noqa: F401
     except ImportError as e:

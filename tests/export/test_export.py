@@ -93,3 +93,17 @@ def test_tensorrt_engine_parity_on_gpu(small_model, bottle):
         pytest.skip("needs the tensorrt package and a CUDA device (not on this machine)")
     r = cli("export", "--model", small_model, "--format", "tensorrt", "--fp16", "--images", bottle / "test/good")
     assert r.returncode == 0, r.stderr
+
+
+def test_auto_prefers_a_cuda_gpu_over_the_cpu(small_model):
+    """On a GPU machine 'auto' must not settle for ONNX Runtime's CPU provider."""
+    import torch
+
+    from edge.backends import nvidia_gpu_present
+
+    model = load_model(small_model)
+    be = create_backend("auto", model.onnx_path, model.manifest)
+    if nvidia_gpu_present() and torch.cuda.is_available():
+        assert be.describe() not in ("onnxruntime:CPUExecutionProvider", "torch:cpu"), be.describe()
+    else:
+        assert be.describe() == "onnxruntime:CPUExecutionProvider"
