@@ -64,11 +64,9 @@ def test_corrupt_or_missing_onnx_is_a_clear_error(small_model, tmp_path):
         OrtBackend(str(tmp_path / "missing.onnx"))
 
 
-def test_backend_selection_falls_back_to_what_is_installed(small_model):
+def test_backend_names_and_the_cpu_provider(small_model):
     model = load_model(small_model)
     assert available_providers()[-1] == "CPUExecutionProvider"
-    be = create_backend("auto", model.onnx_path, model.manifest)
-    assert be.name == "onnxruntime"  # no TensorRT / CUDA here
     with pytest.raises(BackendError, match="unknown backend"):
         create_backend("openvino", model.onnx_path, model.manifest)
     assert create_backend("torch", model.onnx_path, model.manifest).name == "torch"
