@@ -135,6 +135,18 @@ def is_model_root(root: str | Path) -> bool:
     return (Path(root) / CURRENT).is_file() or bool(list_versions(root))
 
 
+def remove_stale(root: str | Path) -> None:
+    """Delete what a crash mid-write or mid-switch left: `versions/.tmp-*` and `.CURRENT.*`.
+
+    Neither is ever read (a version only counts once renamed into place, CURRENT only once
+    replaced), so removing them is always safe; writers and the daemon's start call this."""
+    root = Path(root)
+    for stale in (root / VERSIONS).glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f".{CURRENT}.*"):
+        stale.unlink(missing_ok=True)
+
+
 def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, onnx_bytes: bytes,
                   keep: int = 5, activate: bool = True) -> Path:
     """Write a new version atomically, make it current (unless activate=False), prune old ones."""
@@ -143,8 +155,7 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
     root = Path(root)
     vdir = root / VERSIONS
     vdir.mkdir(parents=True, exist_ok=True)
-    for stale in vdir.glob(".tmp-*"):  # left by a crash mid-write; never active
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(root)
     existing = list_versions(root)
     number = 1 + max((int(v[1:]) for v in existing if v[1:].isdigit()), default=0)
     name = f"v{number:04d}"

@@ -28,7 +28,7 @@ import cv2
 from .commands import Command, CommandError, parse
 from .config import RecalibrationConfig
 from .inspector import Inspector
-from .modeldir import current_version, list_versions, load_model, set_current
+from .modeldir import current_version, list_versions, load_model, remove_stale, set_current
 from .preprocess import list_images, read_image
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Recalibrator:
         self.state: dict = {"state": "idle", "version": current_version(self.root)}
         self.work = Path(cfg.work_dir) / worker.cfg.name if cfg.work_dir else self.root / "incoming"
         shutil.rmtree(self.work, ignore_errors=True)  # frames of an interrupted run
+        remove_stale(self.root)  # a version or CURRENT half-written when the daemon was killed
 
     # -- status ----------------------------------------------------------------------
     def publish(self, state: str | None = None, **fields) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge.errors import ModelError
-from edge.modeldir import (CORESET, CURRENT, MANIFEST, current_version, list_versions, load_model, set_current,
-                           write_version)
+from edge.modeldir import (CORESET, CURRENT, MANIFEST, current_version, list_versions, load_model, remove_stale,
+                           set_current, write_version)
 
 MANIFEST_MIN = {"backbone": {"name": "x"}, "input_size": 224, "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
                 "grid": [28, 28], "threshold": 1.5, "score_stats": {"n": 3}}
@@ -90,3 +90,29 @@ def test_killed_mid_write_leaves_previous_version_active(tmp_path):
     _write(root)  # the next write cleans the stale temp dir and continues numbering
     assert list_versions(root) == ["v0001", "v0002"]
     assert not [p for p in (root / "versions").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_killed_mid_switch_keeps_the_old_current_and_leftovers_are_removed(tmp_path):
+    root = tmp_path / "m"
+    _write(root)
+    _write(root, activate=False)  # v0002 complete, not active (as after validation)
+    # a child switches CURRENT to v0002 and is killed after the new CURRENT is written but
+    # before it replaces the old one
+    code = textwrap.dedent(f"""
+        import os, time
+        import edge.modeldir as md
+        def slow_replace(src, dst):
+            print("written", flush=True); time.sleep(60)
+        md.os.replace = slow_replace
+        md.set_current({str(root)!r}, "v0002")
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert p.stdout.readline().strip() == "written"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert current_version(root) == "v0001" and load_model(root).version == "v0001"
+    assert list(root.glob(".CURRENT.*")), "the test should have left a half-done switch"
+    remove_stale(root)  # what the daemon does at start
+    assert not list(root.glob(".CURRENT.*"))
+    assert list_versions(root) == ["v0001", "v0002"]
