@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -76,10 +78,39 @@ def write_config(path: Path, prefix: str, cameras: list[dict], port: int = 1883,
     return path
 
 
-def start_daemon(config: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli", "run", "--config", str(config)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+class DaemonProcess(subprocess.Popen):
+    """The daemon in a subprocess, its stdout/stderr in temp files rather than pipes (a pipe
+    nobody reads until the end can fill and block the daemon's logging)."""
+
+    def __init__(self, config: Path, env: dict | None = None):
+        self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        super().__init__([sys.executable, "-m", "cli", "run", "--config", str(config)], cwd=ROOT,
+                         stdout=self._out, stderr=self._err, text=True, env={**os.environ, **(env or {})})
+
+    def communicate(self, input=None, timeout=None):  # noqa: A002 (Popen's signature)
+        self.wait(timeout)
+        return self.output()
+
+    def output(self) -> tuple[str, str]:
+        """What the daemon printed so far (stdout, stderr)."""
+        texts = []
+        for f in (self._out, self._err):
+            f.flush()
+            f.seek(0)
+            texts.append(f.read())
+        return texts[0], texts[1]
+
+    def diagnose(self) -> str:
+        """Thread stacks of the daemon and its children (SIGUSR1, faulthandler) and its log tail."""
+        subprocess.run(["pkill", "-USR1", "-P", str(self.pid)])
+        if self.poll() is None:
+            self.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        return self.output()[1][-6000:]
+
+
+def start_daemon(config: Path, env: dict | None = None) -> DaemonProcess:
+    return DaemonProcess(config, env)
 
 
 def new_prefix() -> str:

@@ -41,7 +41,7 @@ def test_contract_verdicts_heatmap_state_stats_and_offline(small_model, replay, 
     cfg = write_config(tmp_path / "d.yaml", prefix, [_camera("cam1", replay, small_model)])
     p = start_daemon(cfg)
     try:
-        assert sub.wait_for(lambda: len(sub.of("cam1/result")) >= 6), p.stderr.read() if p.poll() else "timeout"
+        assert sub.wait_for(lambda: len(sub.of("cam1/result")) >= 6), p.diagnose()
         assert sub.wait_for(lambda: sub.json_of("stats") and "cam1" in sub.json_of("stats")[-1]["cameras"])
     finally:
         p.send_signal(signal.SIGTERM)

@@ -44,6 +44,11 @@ def _states(sub):
     return [m.get("state") for m in sub.json_of("cam/recalibrate/status")]
 
 
+def _why(sub, p) -> str:
+    """Failure context: the status messages, then the daemon's thread stacks and log."""
+    return "\n".join([json.dumps(m) for m in sub.json_of("cam/recalibrate/status")] + [p.diagnose()])
+
+
 def _stop(p):
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
@@ -62,9 +67,9 @@ def test_recalibrate_live_then_rollback_and_refusals(setup):
         assert "not JSON" in rej[0]["reason"] and "hmac" in rej[1]["reason"] and rej[1]["id"] == "forged"
 
         _send(sub, prefix, action="recalibrate", frames=12, id="r1")
-        assert sub.wait_for(lambda: "building" in _states(sub), 30)
+        assert sub.wait_for(lambda: "building" in _states(sub), 30), _why(sub, p)
         _send(sub, prefix, action="recalibrate", frames=12, id="r2")  # while r1 runs
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["active"], 120), sub.json_of("cam/recalibrate/status")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["active"], 120), _why(sub, p)
         states = _states(sub)
         for s in ("collecting", "building", "validating", "active"):
             assert s in states
@@ -79,7 +84,7 @@ def test_recalibrate_live_then_rollback_and_refusals(setup):
         assert current_version(model) == "v0002"
 
         _send(sub, prefix, action="rollback", id="rb")
-        assert sub.wait_for(lambda: sub.json_of("cam/recalibrate/status")[-1].get("id") == "rb", 30)
+        assert sub.wait_for(lambda: sub.json_of("cam/recalibrate/status")[-1].get("id") == "rb", 30), _why(sub, p)
         assert sub.json_of("cam/recalibrate/status")[-1]["version"] == "v0001"
         n = len(sub.of("cam/result"))
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= n + 3, 30)
@@ -96,7 +101,7 @@ def test_known_bad_images_that_pass_block_activation(setup, bottle):
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         # "known bad" images that are in fact good: the new model passes them, so it must not activate
         _send(sub, prefix, action="recalibrate", frames=30, bad_images=str(bottle / "test/good"), id="b1")
-        assert sub.wait_for(lambda: _states(sub)[-1:] in (["failed"], ["active"]), 120)
+        assert sub.wait_for(lambda: _states(sub)[-1:] in (["failed"], ["active"]), 120), _why(sub, p)
         msg = sub.json_of("cam/recalibrate/status")[-1]
         assert msg["state"] == "failed", msg
         assert "not activated" in msg["message"] and "known-bad images" in msg["message"]
@@ -112,7 +117,7 @@ def test_daemon_killed_while_building_keeps_old_model(setup):
     try:
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         _send(sub, prefix, action="recalibrate", frames=12, id="k1")
-        assert sub.wait_for(lambda: "building" in _states(sub), 60)
+        assert sub.wait_for(lambda: "building" in _states(sub), 60), _why(sub, p)
         subprocess.run(["pkill", "-KILL", "-P", str(p.pid)])  # the calibration child ...
         p.kill()  # ... and the daemon, mid-build
         p.communicate(timeout=30)
@@ -141,7 +146,7 @@ def test_more_frames_than_the_source_has(setup, bottle, tmp_path):
     try:
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         _send(sub, prefix, action="recalibrate", frames=50, id="m1")
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60)
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
         assert "fewer than the 50" in sub.json_of("cam/recalibrate/status")[-1]["message"]
     finally:
         _stop(p)
@@ -154,8 +159,9 @@ def test_cli_recalibrate_from_an_image_folder(setup, bottle):
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         folder = bottle / "test/good"
         r = subprocess.run([sys.executable, "-m", "cli", "recalibrate", "--config", str(cfg), "--camera", "cam",
-                            "--images", str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr + r.stdout
+                            "--images", str(folder), "--timeout", "150"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=200)
+        assert r.returncode == 0, r.stderr + r.stdout + _why(sub, p)
         lines = [json.loads(x) for x in r.stdout.splitlines()]
         assert lines[-1]["state"] == "active" and lines[-1]["version"] == "v0002"
     finally:

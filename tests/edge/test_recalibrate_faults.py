@@ -12,7 +12,7 @@ from edge.modeldir import current_version, list_versions
 
 from .mjpeg_camera import MjpegCamera
 from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
-from .test_recalibrate import SECRET, _send, _states, _stop
+from .test_recalibrate import SECRET, _send, _states, _stop, _why
 
 
 def _daemon_config(tmp_path, prefix, model, source, work_dir=None, **cam):
@@ -45,7 +45,7 @@ def test_disk_full_while_collecting(small_model, bottle, tmp_path, small_fs):
     try:
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         _send(sub, prefix, action="recalibrate", frames=12, id="full1")
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), sub.json_of("cam/recalibrate/status")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
         msg = sub.json_of("cam/recalibrate/status")[-1]
         assert "disk full" in msg["message"] and msg["version"] == "v0001", msg
         _assert_old_model_keeps_judging(sub, model, p)
@@ -66,7 +66,7 @@ def test_disk_full_while_writing_the_new_version(small_model, bottle, tmp_path, 
     try:
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         _send(sub, prefix, action="recalibrate", frames=12, id="full2")
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 120), sub.json_of("cam/recalibrate/status")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 120), _why(sub, p)
         msg = sub.json_of("cam/recalibrate/status")[-1]
         assert "building" in _states(sub)
         assert "no space left" in msg["message"].lower(), msg
@@ -90,7 +90,7 @@ def test_camera_lost_while_collecting(small_model, bottle, tmp_path):
         assert sub.wait_for(lambda: any(m.get("state") == "collecting" and m.get("done", 0) > 10
                                         for m in sub.json_of("cam/recalibrate/status")), 30)
         cam.stop()  # the camera drops off the network mid-collection
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 30), sub.json_of("cam/recalibrate/status")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 30), _why(sub, p)
         msg = sub.json_of("cam/recalibrate/status")[-1]
         assert "camera lost while collecting" in msg["message"], msg
         assert current_version(model) == "v0001" and list_versions(model) == ["v0001"]
