@@ -107,6 +107,8 @@ class RecalibrationConfig(Strict):
                                     "this share of its normal rate and leaves the rest of the CPU to the build")
     nice: int = Field(5, ge=0, le=19, description="CPU niceness of the calibration child process")
     threads: int = Field(2, ge=1, le=64, description="CPU threads the calibration child may use")
+    build_timeout_s: float = Field(900.0, gt=0, description="stop a calibration that runs longer than this "
+                                   "(a hung build would otherwise block recalibration until a restart)")
     work_dir: Path | None = Field(None, description="where collected frames go (default: <model>/incoming)")
 
     def secret(self) -> bytes | None:

@@ -16,8 +16,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -223,13 +225,47 @@ class Recalibrator:
         n = str(self.cfg.threads)
         env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "NUMBA_NUM_THREADS": n,
                "PATCHCORE_THREADS": n, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        nice = self.cfg.nice
         self.publish("building", id=cmd.id, action="recalibrate", stage="starting", percent=0.0)
-        self.child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                      preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        # No preexec_fn (it runs Python between fork and exec, which can deadlock in a process
+        # with this many threads): the niceness is set from here right after the start. stderr
+        # goes to a file: a pipe read only after stdout ends would block a chatty child.
+        with tempfile.TemporaryFile("w+") as err_file:
+            self.child = child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
+            if self.cfg.nice:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, child.pid, self.cfg.nice)
+                except OSError as e:
+                    log.warning("cannot lower the calibration's priority: %s", e)
+            timed_out = threading.Event()
+
+            def expire() -> None:  # a hung build must not block recalibration until a restart
+                timed_out.set()
+                child.kill()
+
+            timer = threading.Timer(self.cfg.build_timeout_s, expire)
+            timer.start()
+            try:
+                result = self._follow(cmd, child)
+                rc = child.wait()
+            finally:
+                timer.cancel()
+            err_file.seek(0)
+            err = err_file.read()
+        if rc != 0 or result is None:
+            if timed_out.is_set():
+                raise RecalibrationFailed(f"calibration did not finish within build_timeout_s "
+                                          f"({self.cfg.build_timeout_s:g} s) and was stopped")
+            if rc == -signal.SIGKILL:
+                raise RecalibrationFailed("calibration was killed (out of memory?)")
+            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or [f"exit code {rc}"]
+            raise RecalibrationFailed(f"calibration failed: {last[0]}")
+        return Path(result["version_dir"])
+
+    def _follow(self, cmd: Command, child: subprocess.Popen) -> dict | None:
+        """Relay the child's JSON progress lines as `building` status; its final result line."""
         result = None
         weights = {"features": (0, 40), "coreset": (40, 50), "coreset-holdout": (90, 10)}
-        for line in self.child.stdout:
+        for line in child.stdout:
             try:
                 msg = json.loads(line)
             except ValueError:
@@ -241,9 +277,4 @@ class Recalibrator:
                 pct = base + span * msg["done"] / max(msg["total"], 1)
                 self.publish("building", id=cmd.id, action="recalibrate", stage=msg["stage"], done=msg["done"],
                              total=msg["total"], percent=round(pct, 1))
-        err = self.child.stderr.read()
-        rc = self.child.wait()
-        if rc != 0 or result is None:
-            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or [f"exit code {rc}"]
-            raise RecalibrationFailed(f"calibration failed: {last[0]}")
-        return Path(result["version_dir"])
+        return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -118,6 +119,8 @@ def test_daemon_killed_while_building_keeps_old_model(setup):
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         _send(sub, prefix, action="recalibrate", frames=12, id="k1")
         assert sub.wait_for(lambda: "building" in _states(sub), 60), _why(sub, p)
+        children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        assert children and os.getpriority(os.PRIO_PROCESS, int(children[0])) >= 5  # the build is niced
         subprocess.run(["pkill", "-KILL", "-P", str(p.pid)])  # the calibration child ...
         p.kill()  # ... and the daemon, mid-build
         p.communicate(timeout=30)

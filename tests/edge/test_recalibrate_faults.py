@@ -15,11 +15,9 @@ from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
 from .test_recalibrate import SECRET, _send, _states, _stop, _why
 
 
-def _daemon_config(tmp_path, prefix, model, source, work_dir=None, **cam):
+def _daemon_config(tmp_path, prefix, model, source, recal: dict | None = None, **cam):
     (tmp_path / "secret").write_bytes(SECRET)
-    recal = {"secret_file": str(tmp_path / "secret"), "threads": 1}
-    if work_dir:
-        recal["work_dir"] = str(work_dir)
+    recal = {"secret_file": str(tmp_path / "secret"), "threads": 1, **(recal or {})}
     camera = {"name": "cam", "source": str(source), "model": str(model), "fps": 15, "loop": True,
               "heatmap": {"mode": "off"}, **cam}
     return write_config(tmp_path / "d.yaml", prefix, [camera], recalibration=recal)
@@ -39,7 +37,7 @@ def test_disk_full_while_collecting(small_model, bottle, tmp_path, small_fs):
     shutil.copytree(small_model, model)
     work = small_fs("work", 1024)  # one 900x900 frame is 2.4 MB as BMP: the first write fails
     prefix = new_prefix()
-    cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", work_dir=work)
+    cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", recal={"work_dir": str(work)})
     sub = Collector(prefix)
     p = start_daemon(cfg)
     try:
@@ -60,7 +58,7 @@ def test_disk_full_while_writing_the_new_version(small_model, bottle, tmp_path, 
     model = small_fs("model", used_kb + 160)  # room for the old version, not for a new one
     shutil.copytree(small_model, model, dirs_exist_ok=True)
     prefix = new_prefix()
-    cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", work_dir=tmp_path / "work")
+    cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", recal={"work_dir": str(tmp_path / "work")})
     sub = Collector(prefix)
     p = start_daemon(cfg)
     try:
@@ -101,5 +99,28 @@ def test_camera_lost_while_collecting(small_model, bottle, tmp_path):
         _assert_old_model_keeps_judging(sub, model, p)
     finally:
         cam.stop()
+        _stop(p)
+        sub.close()
+
+
+def test_a_hung_build_is_stopped_after_build_timeout(small_model, bottle, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(small_model, model)
+    prefix = new_prefix()
+    cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good",
+                         recal={"build_timeout_s": 0.5})  # no build is that fast
+    sub = Collector(prefix)
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
+        _send(sub, prefix, action="recalibrate", frames=12, id="slow1")
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
+        msg = sub.json_of("cam/recalibrate/status")[-1]
+        assert "build_timeout_s" in msg["message"], msg
+        _assert_old_model_keeps_judging(sub, model, p)
+        _send(sub, prefix, action="recalibrate", frames=12, id="slow2")  # not stuck "busy"
+        assert sub.wait_for(lambda: sub.json_of("cam/recalibrate/status")[-1].get("id") == "slow2"
+                            and _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
+    finally:
         _stop(p)
         sub.close()
