@@ -4,7 +4,7 @@ setup(
     name="patchcore-edge",
     version="0.1.0",
     description="Always-on PatchCore visual inspection for factory cameras: calibrate, export, edge daemon",
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # 3.10+: subprocess uses vfork (see edge.recalibrate.start_child)
     packages=find_packages(include=["edge", "edge.*", "calibrate", "calibrate.*", "export", "export.*",
                                     "cli", "cli.*"]),
     # Loose ranges so a Jetson can use JetPack's own torch/torchvision/OpenCV builds;

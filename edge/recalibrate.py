@@ -51,6 +51,24 @@ def _claimed_id(payload: bytes) -> dict:
     return {"id": cid} if isinstance(cid, str) and len(cid) <= 64 else {}
 
 
+def start_child(args: list[str], env: dict, stderr, nice: int) -> subprocess.Popen:
+    """Start a child with stdout piped, then lower its priority by `nice`.
+
+    Never with preexec_fn: that forces a real fork(), whose atfork handlers include
+    OpenBLAS's, which joins its worker threads and deadlocks (with the GIL held: the whole
+    daemon freezes) when another thread is inside a BLAS call, as the inspection threads
+    always are. Without it CPython (>= 3.10) starts the child with vfork, which runs no
+    atfork handlers. Seen in full test runs; reproduced by tests/edge/test_spawn.py.
+    """
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, child.pid, nice)
+        except OSError as e:
+            log.warning("cannot lower the calibration's priority: %s", e)
+    return child
+
+
 class Recalibrator:
     def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig):
         self.worker, self.link, self.cfg = worker, link, cfg
@@ -226,16 +244,9 @@ class Recalibrator:
         env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "NUMBA_NUM_THREADS": n,
                "PATCHCORE_THREADS": n, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         self.publish("building", id=cmd.id, action="recalibrate", stage="starting", percent=0.0)
-        # No preexec_fn (it runs Python between fork and exec, which can deadlock in a process
-        # with this many threads): the niceness is set from here right after the start. stderr
-        # goes to a file: a pipe read only after stdout ends would block a chatty child.
+        # stderr goes to a file: a pipe read only after stdout ends would block a chatty child
         with tempfile.TemporaryFile("w+") as err_file:
-            self.child = child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
-            if self.cfg.nice:
-                try:
-                    os.setpriority(os.PRIO_PROCESS, child.pid, self.cfg.nice)
-                except OSError as e:
-                    log.warning("cannot lower the calibration's priority: %s", e)
+            self.child = child = start_child(args, env, err_file, self.cfg.nice)
             timed_out = threading.Event()
 
             def expire() -> None:  # a hung build must not block recalibration until a restart
