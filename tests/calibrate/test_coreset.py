@@ -39,3 +39,10 @@ def test_greedy_covers_better_than_random(patches):
 def test_bad_sizes(patches):
     with pytest.raises(ValueError, match="coreset size"):
         greedy_coreset(patches, 0, progress=False)
+
+
+def test_block_skipping_after_regrouping_selects_exactly_the_same(patches):
+    """Regrouping around the chosen centres only skips work: the selection is identical."""
+    plain = greedy_coreset(patches, 400, seed=1, progress=False, regroup_at=())
+    grouped = greedy_coreset(patches, 400, seed=1, progress=False, regroup_at=(8, 40, 200))
+    np.testing.assert_array_equal(plain, grouped)
