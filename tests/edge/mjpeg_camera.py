@@ -55,6 +55,12 @@ class MjpegCamera:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
+    def __enter__(self) -> MjpegCamera:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.alive.clear()  # handlers return and their connections close
         if self.server:

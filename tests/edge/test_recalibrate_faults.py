@@ -7,6 +7,7 @@ real HTTP MJPEG stream read by OpenCV's FFmpeg, shut down mid-collection.
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 
 from edge.modeldir import current_version, list_versions
 
@@ -21,6 +22,30 @@ def _daemon_config(tmp_path, prefix, model, source, recal: dict | None = None, *
     camera = {"name": "cam", "source": str(source), "model": str(model), "fps": 15, "loop": True,
               "heatmap": {"mode": "off"}, **cam}
     return write_config(tmp_path / "d.yaml", prefix, [camera], recalibration=recal)
+
+
+@contextmanager
+def _running(cfg, prefix):
+    """A subscriber and the daemon, once it publishes results; both stopped afterwards."""
+    sub = Collector(prefix)
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30), p.diagnose()
+        yield sub, p
+    finally:
+        _stop(p)
+        sub.close()
+
+
+def _recalibrate_until_failed(sub, prefix, p, cmd_id, timeout=60) -> dict:
+    def last() -> dict:
+        msgs = sub.json_of("cam/recalibrate/status")
+        return msgs[-1] if msgs else {}
+
+    _send(sub, prefix, action="recalibrate", frames=12, id=cmd_id)
+    assert sub.wait_for(lambda: last().get("id") == cmd_id and last().get("state") == "failed", timeout), \
+        _why(sub, p)
+    return last()
 
 
 def _assert_old_model_keeps_judging(sub, model, p):
@@ -38,19 +63,11 @@ def test_disk_full_while_collecting(small_model, bottle, tmp_path, small_fs):
     work = small_fs("work", 1024)  # one 900x900 frame is 2.4 MB as BMP: the first write fails
     prefix = new_prefix()
     cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", recal={"work_dir": str(work)})
-    sub = Collector(prefix)
-    p = start_daemon(cfg)
-    try:
-        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
-        _send(sub, prefix, action="recalibrate", frames=12, id="full1")
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
-        msg = sub.json_of("cam/recalibrate/status")[-1]
+    with _running(cfg, prefix) as (sub, p):
+        msg = _recalibrate_until_failed(sub, prefix, p, "full1")
         assert "disk full" in msg["message"] and msg["version"] == "v0001", msg
         _assert_old_model_keeps_judging(sub, model, p)
         assert not list(work.rglob("*.bmp")), "collected frames must be cleaned up"
-    finally:
-        _stop(p)
-        sub.close()
 
 
 def test_disk_full_while_writing_the_new_version(small_model, bottle, tmp_path, small_fs):
@@ -59,19 +76,11 @@ def test_disk_full_while_writing_the_new_version(small_model, bottle, tmp_path, 
     shutil.copytree(small_model, model, dirs_exist_ok=True)
     prefix = new_prefix()
     cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good", recal={"work_dir": str(tmp_path / "work")})
-    sub = Collector(prefix)
-    p = start_daemon(cfg)
-    try:
-        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
-        _send(sub, prefix, action="recalibrate", frames=12, id="full2")
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 120), _why(sub, p)
-        msg = sub.json_of("cam/recalibrate/status")[-1]
+    with _running(cfg, prefix) as (sub, p):
+        msg = _recalibrate_until_failed(sub, prefix, p, "full2", timeout=120)
         assert "building" in _states(sub)
         assert "no space left" in msg["message"].lower(), msg
         _assert_old_model_keeps_judging(sub, model, p)
-    finally:
-        _stop(p)
-        sub.close()
 
 
 def test_camera_lost_while_collecting(small_model, bottle, tmp_path):
@@ -80,10 +89,7 @@ def test_camera_lost_while_collecting(small_model, bottle, tmp_path):
     cam = MjpegCamera(sorted((bottle / "train/good").glob("*.png"))[:5], fps=20).start()
     prefix = new_prefix()
     cfg = _daemon_config(tmp_path, prefix, model, cam.url, stall_timeout_s=1.5)
-    sub = Collector(prefix)
-    p = start_daemon(cfg)
-    try:
-        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 3, 30)
+    with cam, _running(cfg, prefix) as (sub, p):
         _send(sub, prefix, action="recalibrate", frames=400, id="lost1")
         assert sub.wait_for(lambda: any(m.get("state") == "collecting" and m.get("done", 0) > 10
                                         for m in sub.json_of("cam/recalibrate/status")), 30)
@@ -97,10 +103,6 @@ def test_camera_lost_while_collecting(small_model, bottle, tmp_path):
                                         for c in s.get("cameras", {}).values()), 20), sub.json_of("stats")[-1:]
         cam.start()  # back on the same port: the capture reconnects and inspection resumes
         _assert_old_model_keeps_judging(sub, model, p)
-    finally:
-        cam.stop()
-        _stop(p)
-        sub.close()
 
 
 def test_a_hung_build_is_stopped_after_build_timeout(small_model, bottle, tmp_path):
@@ -109,18 +111,9 @@ def test_a_hung_build_is_stopped_after_build_timeout(small_model, bottle, tmp_pa
     prefix = new_prefix()
     cfg = _daemon_config(tmp_path, prefix, model, bottle / "train/good",
                          recal={"build_timeout_s": 0.5})  # no build is that fast
-    sub = Collector(prefix)
-    p = start_daemon(cfg)
-    try:
-        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
-        _send(sub, prefix, action="recalibrate", frames=12, id="slow1")
-        assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
-        msg = sub.json_of("cam/recalibrate/status")[-1]
+    with _running(cfg, prefix) as (sub, p):
+        msg = _recalibrate_until_failed(sub, prefix, p, "slow1")
         assert "build_timeout_s" in msg["message"], msg
         _assert_old_model_keeps_judging(sub, model, p)
-        _send(sub, prefix, action="recalibrate", frames=12, id="slow2")  # not stuck "busy"
-        assert sub.wait_for(lambda: sub.json_of("cam/recalibrate/status")[-1].get("id") == "slow2"
-                            and _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
-    finally:
-        _stop(p)
-        sub.close()
+        msg = _recalibrate_until_failed(sub, prefix, p, "slow2")  # not stuck "busy"
+        assert msg["id"] == "slow2" and "build_timeout_s" in msg["message"], msg
