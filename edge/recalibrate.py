@@ -70,16 +70,22 @@ def start_child(args: list[str], env: dict, stderr, nice: int) -> subprocess.Pop
 
 
 class Recalibrator:
+    # Cameras may share one model directory (identical stations judged by one model): one
+    # recalibration per directory at a time, and an activation switches every camera on it.
+    _registry_lock = threading.Lock()
+    _busy_roots: dict[Path, str] = {}  # model directory -> camera recalibrating it
+    _workers_by_root: dict[Path, list] = {}
+
     def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig):
         self.worker, self.link, self.cfg = worker, link, cfg
-        self.root = Path(worker.cfg.model)
+        self.root = Path(worker.cfg.model).resolve()
+        with self._registry_lock:
+            self._workers_by_root.setdefault(self.root, []).append(worker)
         self.topic = f"{prefix}/{worker.cfg.name}/recalibrate/status"
-        self.lock = threading.Lock()
-        self.busy = False
         self.child: subprocess.Popen | None = None
         self.state: dict = {"state": "idle", "version": current_version(self.root)}
-        self.work = Path(cfg.work_dir) / worker.cfg.name if cfg.work_dir else self.root / "incoming"
-        shutil.rmtree(self.work, ignore_errors=True)  # frames of an interrupted run
+        self.work = (Path(cfg.work_dir) if cfg.work_dir else self.root / "incoming") / worker.cfg.name
+        self._clear_work()  # frames of an interrupted run
         remove_stale(self.root)  # a version or CURRENT half-written when the daemon was killed
 
     # -- status ----------------------------------------------------------------------
@@ -99,11 +105,15 @@ class Recalibrator:
             log.warning("camera %s: recalibration command refused: %s", self.worker.cfg.name, e)
             self.publish(None, rejected={"reason": str(e), **_claimed_id(payload)})
             return
-        with self.lock:
-            if self.busy:
-                self.publish(None, rejected={"id": cmd.id, "reason": "another recalibration is running; retry later"})
+        name = self.worker.cfg.name
+        with self._registry_lock:
+            holder = self._busy_roots.get(self.root)
+            if holder is not None:
+                why = ("another recalibration is running; retry later" if holder == name else
+                       f"camera {holder} is recalibrating the same model directory; retry later")
+                self.publish(None, rejected={"id": cmd.id, "reason": why})
                 return
-            self.busy = True
+            self._busy_roots[self.root] = name
         threading.Thread(target=self._run, args=(cmd,), name=f"recal-{self.worker.cfg.name}", daemon=True).start()
 
     def stop(self) -> None:
@@ -132,14 +142,26 @@ class Recalibrator:
                          version=current_version(self.root))
         finally:
             self.worker.share = 1.0
-            shutil.rmtree(self.work, ignore_errors=True)
-            with self.lock:
-                self.busy = False
+            self._clear_work()
+            with self._registry_lock:
+                self._busy_roots.pop(self.root, None)
+
+    def _clear_work(self) -> None:
+        """Delete the collected frames (and the folder above them once no camera uses it)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        if self.work.parent == self.root / "incoming":  # a configured work_dir stays
+            try:
+                self.work.parent.rmdir()
+            except OSError:
+                pass  # another camera's frames are in it
 
     def _activate(self, version: str, inspector: Inspector) -> str | None:
         previous = current_version(self.root)
         set_current(self.root, version)
         self.worker.inspector = inspector  # one reference swap: the next frame uses the new model
+        for other in self._workers_by_root.get(self.root, []):
+            if other is not self.worker:  # its own inspector: backends are not shared between threads
+                other.inspector = Inspector(inspector.model, backend=other.cfg.backend)
         return previous
 
     def _rollback(self, cmd: Command) -> None:
@@ -204,7 +226,7 @@ class Recalibrator:
     def _recalibrate(self, cmd: Command) -> None:
         t0 = time.monotonic()
         train, held = self.work / "train", self.work / "held"
-        shutil.rmtree(self.work, ignore_errors=True)
+        self._clear_work()
         train.mkdir(parents=True)
         held.mkdir()
         n_train, n_held = self._collect(cmd, train, held)

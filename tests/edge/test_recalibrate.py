@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from edge.commands import signed
 from edge.modeldir import current_version, list_versions
@@ -167,5 +168,31 @@ def test_cli_recalibrate_from_an_image_folder(setup, bottle):
         assert r.returncode == 0, r.stderr + r.stdout + _why(sub, p)
         lines = [json.loads(x) for x in r.stdout.splitlines()]
         assert lines[-1]["state"] == "active" and lines[-1]["version"] == "v0002"
+    finally:
+        _stop(p)
+
+
+def test_cameras_sharing_a_model_directory(setup, bottle):
+    """One recalibration per model directory; activating it switches every camera on it."""
+    prefix, model, cfg, sub = setup
+    data = yaml.safe_load(cfg.read_text())
+    data["cameras"].append({**data["cameras"][0], "name": "twin"})
+    cfg.write_text(yaml.safe_dump(data))
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1 and len(sub.of("twin/result")) >= 1, 30)
+        _send(sub, prefix, action="recalibrate", frames=12, id="s1")
+        assert sub.wait_for(lambda: "collecting" in _states(sub), 30), _why(sub, p)
+        twin = signed({"id": "s2", "action": "recalibrate", "frames": 12}, SECRET)
+        sub.c.publish(f"{prefix}/twin/recalibrate", json.dumps(twin), qos=1)
+        assert sub.wait_for(lambda: any("rejected" in m for m in sub.json_of("twin/recalibrate/status")), 30)
+        rej = [m["rejected"] for m in sub.json_of("twin/recalibrate/status") if "rejected" in m][-1]
+        assert rej["id"] == "s2" and "camera cam is recalibrating the same model directory" in rej["reason"]
+        assert sub.wait_for(lambda: _states(sub)[-1:] == ["active"], 120), _why(sub, p)
+        n = len(sub.of("twin/result"))
+        assert sub.wait_for(lambda: len(sub.of("twin/result")) >= n + 3, 30)
+        assert sub.json_of("twin/result")[-1]["model_version"] == "v0002"  # the twin switched too
+        assert sub.json_of("cam/result")[-1]["model_version"] == "v0002"
+        assert not (model / "incoming").exists()
     finally:
         _stop(p)
