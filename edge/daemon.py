@@ -28,7 +28,7 @@ from .heatmap import encode_jpeg, overlay
 from .inspector import Inspector
 from .modeldir import load_model
 from .mqtt_link import MqttLink
-from .recalibrate import Recalibrator
+from .recalibrate import ModelDirs, Recalibrator
 from .sdnotify import notify, watchdog_interval
 from .stats import CameraStats
 
@@ -148,6 +148,7 @@ class Daemon:
         self.recalibrators: dict[str, Recalibrator] = {}
         self.started = time.monotonic()
         self.link = MqttLink(cfg.mqtt)
+        dirs = ModelDirs()
         for cam in cfg.cameras:
             try:
                 inspector = Inspector(load_model(cam.model), backend=cam.backend)
@@ -159,7 +160,7 @@ class Daemon:
                      inspector.backend.describe(), inspector.search.name)
             w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results)
             self.workers[cam.name] = w
-            rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration)
+            rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration, dirs)
             self.recalibrators[cam.name] = rc
             self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/recalibrate"] = rc.on_command
             if cam.trigger == "mqtt":

@@ -69,18 +69,24 @@ def start_child(args: list[str], env: dict, stderr, nice: int) -> subprocess.Pop
     return child
 
 
-class Recalibrator:
-    # Cameras may share one model directory (identical stations judged by one model): one
-    # recalibration per directory at a time, and an activation switches every camera on it.
-    _registry_lock = threading.Lock()
-    _busy_roots: dict[Path, str] = {}  # model directory -> camera recalibrating it
-    _workers_by_root: dict[Path, list] = {}
+class ModelDirs:
+    """One daemon's cameras by model directory. Cameras may share one (identical stations
+    judged by one model): one recalibration per directory at a time, and an activation
+    switches every camera on it."""
 
-    def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig):
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.busy: dict[Path, str] = {}  # model directory -> camera recalibrating it
+        self.workers: dict[Path, list] = {}
+
+
+class Recalibrator:
+    def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig, dirs: ModelDirs | None = None):
         self.worker, self.link, self.cfg = worker, link, cfg
         self.root = Path(worker.cfg.model).resolve()
-        with self._registry_lock:
-            self._workers_by_root.setdefault(self.root, []).append(worker)
+        self.dirs = dirs or ModelDirs()
+        with self.dirs.lock:
+            self.dirs.workers.setdefault(self.root, []).append(worker)
         self.topic = f"{prefix}/{worker.cfg.name}/recalibrate/status"
         self.child: subprocess.Popen | None = None
         self.state: dict = {"state": "idle", "version": current_version(self.root)}
@@ -106,14 +112,14 @@ class Recalibrator:
             self.publish(None, rejected={"reason": str(e), **_claimed_id(payload)})
             return
         name = self.worker.cfg.name
-        with self._registry_lock:
-            holder = self._busy_roots.get(self.root)
+        with self.dirs.lock:
+            holder = self.dirs.busy.get(self.root)
             if holder is not None:
                 why = ("another recalibration is running; retry later" if holder == name else
                        f"camera {holder} is recalibrating the same model directory; retry later")
                 self.publish(None, rejected={"id": cmd.id, "reason": why})
                 return
-            self._busy_roots[self.root] = name
+            self.dirs.busy[self.root] = name
         threading.Thread(target=self._run, args=(cmd,), name=f"recal-{self.worker.cfg.name}", daemon=True).start()
 
     def stop(self) -> None:
@@ -143,8 +149,8 @@ class Recalibrator:
         finally:
             self.worker.share = 1.0
             self._clear_work()
-            with self._registry_lock:
-                self._busy_roots.pop(self.root, None)
+            with self.dirs.lock:
+                self.dirs.busy.pop(self.root, None)
 
     def _clear_work(self) -> None:
         """Delete the collected frames (and the folder above them once no camera uses it)."""
@@ -159,7 +165,7 @@ class Recalibrator:
         previous = current_version(self.root)
         set_current(self.root, version)
         self.worker.inspector = inspector  # one reference swap: the next frame uses the new model
-        for other in self._workers_by_root.get(self.root, []):
+        for other in self.dirs.workers.get(self.root, []):
             if other is not self.worker:  # its own inspector: backends are not shared between threads
                 other.inspector = Inspector(inspector.model, backend=other.cfg.backend)
         return previous
