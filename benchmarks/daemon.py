@@ -14,8 +14,6 @@ Every result published is also counted by a real subscriber (published == receiv
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import threading
 import time
@@ -146,7 +144,6 @@ def short(a) -> None:
     lat2 = np.array(two["latency"])
     print(f"| {two['published'] / a.seconds:.1f} | {np.percentile(lat2, 50):.1f} | {np.percentile(lat2, 99):.1f} | "
           f"{two['dropped']} | {two['published']} | {two['received']} |")
-
 
 
 if __name__ == "__main__":

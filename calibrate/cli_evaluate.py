@@ -8,7 +8,6 @@ from pathlib import Path
 from edge.backbone import DEFAULT_BACKBONE
 
 
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="calibrate on train/good and report MVTec AD metrics on test/",
                        description="Image AUROC, pixel AUROC, pixel F1, AUPRO and F1 at the model's threshold.")

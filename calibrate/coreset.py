@@ -141,7 +141,7 @@ def _radii(z, starts, centres):  # pragma: no cover - compiled
 class _Blocks:
     """Rows of the projected points grouped into blocks, with their current distances.
 
-    At first the blocks are N_CHUNKS plain slices (never skipped). At each RECLUSTER step
+    At first the blocks are N_CHUNKS plain slices (never skipped). At each REGROUP_AT step
     count the rows are regrouped by their nearest chosen centre (a stable sort, so a block
     keeps the original order) and each block gets that centre and its radius: late in a long
     run most blocks are far from the new centre and are skipped whole.

@@ -13,9 +13,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from .config import load_config
+from .mqtt_link import make_client
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def collect(cfg, wait: float) -> dict[str, bytes] | None:
     msgs: dict[str, bytes] = {}
     connected = threading.Event()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{cfg.mqtt.client_id}-status-{time.time_ns()}")
-    if cfg.mqtt.username:
-        c.username_pw_set(cfg.mqtt.username, cfg.mqtt.password())
-    if cfg.mqtt.tls:
-        c.tls_set(ca_certs=str(cfg.mqtt.tls.ca))
+    c = make_client(cfg.mqtt, f"{cfg.mqtt.client_id}-status-{time.time_ns()}")
 
     def on_connect(client, userdata, flags, rc, props):
         if not rc.is_failure:

@@ -70,7 +70,6 @@ class Model:
         return self.path / ONNX
 
 
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(str(path), os.O_RDONLY)
     try:

@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], None]
 
 
+def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
+    """A paho client with the config's credentials and TLS (CA, optional client cert/key)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.password())
+    if cfg.tls:
+        client.tls_set(ca_certs=str(cfg.tls.ca), certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
+                       keyfile=str(cfg.tls.key) if cfg.tls.key else None, cert_reqs=ssl.CERT_REQUIRED)
+    return client
+
+
 class MqttLink:
     def __init__(self, cfg: MqttConfig, handlers: dict[str, Handler] | None = None):
         self.cfg = cfg
@@ -43,14 +54,8 @@ class MqttLink:
         self.published = 0
         self.connects = 0
         self.stopping = False
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id)
+        client = make_client(cfg, cfg.client_id)
         client.will_set(self.available_topic, "offline", qos=1, retain=True)
-        password = cfg.password()
-        if cfg.username:
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            client.tls_set(ca_certs=str(cfg.tls.ca), certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
-                           keyfile=str(cfg.tls.key) if cfg.tls.key else None, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect

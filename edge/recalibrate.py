@@ -136,21 +136,21 @@ class Recalibrator:
             else:
                 self._recalibrate(cmd)
         except RecalibrationFailed as e:
-            log.error("camera %s: recalibration %s failed: %s", self.worker.cfg.name, cmd.id, e)
-            self.publish("failed", id=cmd.id, action=cmd.action, message=str(e), version=current_version(self.root))
+            self._failed(cmd, str(e))
         except OSError as e:  # a full or read-only disk while writing frames or switching CURRENT
-            log.error("camera %s: recalibration %s failed: %s", self.worker.cfg.name, cmd.id, e)
-            self.publish("failed", id=cmd.id, action=cmd.action, version=current_version(self.root),
-                         message=f"cannot write {e.filename or 'the model directory'}: {e.strerror} (disk full?)")
+            self._failed(cmd, f"cannot write {e.filename or 'the model directory'}: {e.strerror} (disk full?)")
         except Exception as e:  # never let a recalibration bug reach the inspection threads
             log.exception("camera %s: recalibration crashed", self.worker.cfg.name)
-            self.publish("failed", id=cmd.id, action=cmd.action, message=f"internal error: {e}",
-                         version=current_version(self.root))
+            self._failed(cmd, f"internal error: {e}")
         finally:
             self.worker.share = 1.0
             self._clear_work()
             with self.dirs.lock:
                 self.dirs.busy.pop(self.root, None)
+
+    def _failed(self, cmd: Command, message: str) -> None:
+        log.error("camera %s: recalibration %s failed: %s", self.worker.cfg.name, cmd.id, message)
+        self.publish("failed", id=cmd.id, action=cmd.action, message=message, version=current_version(self.root))
 
     def _clear_work(self) -> None:
         """Delete the collected frames (and the folder above them once no camera uses it)."""
