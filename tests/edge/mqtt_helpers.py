@@ -91,6 +91,12 @@ class DaemonProcess(subprocess.Popen):
         self.wait(timeout)
         return self.output()
 
+    def stop(self, timeout: float = 30) -> tuple[str, str]:
+        """SIGTERM (as systemd stops it), wait, and return what it printed (stdout, stderr)."""
+        if self.poll() is None:
+            self.send_signal(signal.SIGTERM)
+        return self.communicate(timeout=timeout)
+
     def output(self) -> tuple[str, str]:
         """What the daemon printed so far (stdout, stderr)."""
         texts = []

@@ -44,8 +44,7 @@ def test_contract_verdicts_heatmap_state_stats_and_offline(small_model, replay, 
         assert sub.wait_for(lambda: len(sub.of("cam1/result")) >= 6), p.diagnose()
         assert sub.wait_for(lambda: sub.json_of("stats") and "cam1" in sub.json_of("stats")[-1]["cameras"])
     finally:
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
+        out, err = p.stop()
     assert p.returncode == 0, err
     assert sub.wait_for(lambda: sub.of("available")[-1:] == [b"offline"], 10)
     assert sub.of("available")[0] == b"online"
@@ -88,8 +87,7 @@ def test_video_file_source_and_bad_cameras_do_not_stop_good_ones(small_model, re
         assert sub.wait_for(lambda: sub.json_of("stats") and
                             sub.json_of("stats")[-1]["cameras"]["nocam"]["camera"] == "offline")
     finally:
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
+        _, err = p.stop()
     res = sub.json_of("video/result")[:6]
     # MJPG re-encoding shifts scores a little: defects must fail and score above every good frame
     assert [r["verdict"] for r in res[3:]] == ["fail"] * 3
@@ -117,8 +115,7 @@ def test_trigger_mode_and_malformed_messages(small_model, replay, tmp_path):
         assert sub.wait_for(lambda: len(sub.of("trig/result")) == 2, 60)
         assert p.poll() is None
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=30)
+        p.stop()
     assert p.returncode == 0
     sub.close()
 
@@ -166,8 +163,7 @@ def test_broker_restart_loses_no_result(small_model, replay, tmp_path):
         n = len(sub.of("line/result"))
         assert sub.wait_for(lambda: len(sub.of("line/result")) >= n + 15, 60)
     finally:
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
+        _, err = p.stop()
         sub.close()
         broker.terminate()
         broker.wait(10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -60,8 +59,7 @@ def test_status_on_live_and_dead_daemon(small_model, bottle, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "healthy" in r.stdout and "c1" in r.stdout and "online" in r.stdout
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=30)
+        p.stop()
         sub.close()
     r = _status(cfg)
     assert r.returncode == 1 and "daemon offline" in r.stdout.replace("not online", "offline")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -51,12 +49,6 @@ def _why(sub, p) -> str:
     return "\n".join([json.dumps(m) for m in sub.json_of("cam/recalibrate/status")] + [p.diagnose()])
 
 
-def _stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    return p.communicate(timeout=30)
-
-
 def test_recalibrate_live_then_rollback_and_refusals(setup):
     prefix, model, cfg, sub = setup
     p = start_daemon(cfg)
@@ -93,7 +85,7 @@ def test_recalibrate_live_then_rollback_and_refusals(setup):
         assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"
         assert current_version(model) == "v0001" and list_versions(model) == ["v0001", "v0002"]
     finally:
-        _stop(p)
+        p.stop()
 
 
 def test_known_bad_images_that_pass_block_activation(setup, bottle):
@@ -110,7 +102,7 @@ def test_known_bad_images_that_pass_block_activation(setup, bottle):
         assert current_version(model) == "v0001" and list_versions(model) == ["v0001"]
         assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"
     finally:
-        _stop(p)
+        p.stop()
 
 
 def test_daemon_killed_while_building_keeps_old_model(setup):
@@ -126,7 +118,7 @@ def test_daemon_killed_while_building_keeps_old_model(setup):
         p.kill()  # ... and the daemon, mid-build
         p.communicate(timeout=30)
     finally:
-        _stop(p)
+        p.stop()
     assert current_version(model) == "v0001"
     p = start_daemon(cfg)  # restarts on the last complete version; leftovers are cleaned
     try:
@@ -135,7 +127,7 @@ def test_daemon_killed_while_building_keeps_old_model(setup):
         assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"
         assert not (model / "incoming").exists()
     finally:
-        _stop(p)
+        p.stop()
 
 
 def test_more_frames_than_the_source_has(setup, bottle, tmp_path):
@@ -153,7 +145,7 @@ def test_more_frames_than_the_source_has(setup, bottle, tmp_path):
         assert sub.wait_for(lambda: _states(sub)[-1:] == ["failed"], 60), _why(sub, p)
         assert "fewer than the 50" in sub.json_of("cam/recalibrate/status")[-1]["message"]
     finally:
-        _stop(p)
+        p.stop()
 
 
 def test_cli_recalibrate_from_an_image_folder(setup, bottle):
@@ -169,7 +161,7 @@ def test_cli_recalibrate_from_an_image_folder(setup, bottle):
         lines = [json.loads(x) for x in r.stdout.splitlines()]
         assert lines[-1]["state"] == "active" and lines[-1]["version"] == "v0002"
     finally:
-        _stop(p)
+        p.stop()
 
 
 def test_cameras_sharing_a_model_directory(setup, bottle):
@@ -195,4 +187,4 @@ def test_cameras_sharing_a_model_directory(setup, bottle):
         assert sub.json_of("cam/result")[-1]["model_version"] == "v0002"
         assert not (model / "incoming").exists()
     finally:
-        _stop(p)
+        p.stop()

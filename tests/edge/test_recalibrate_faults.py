@@ -13,7 +13,7 @@ from edge.modeldir import current_version, list_versions
 
 from .mjpeg_camera import MjpegCamera
 from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
-from .test_recalibrate import SECRET, _send, _states, _stop, _why
+from .test_recalibrate import SECRET, _send, _states, _why
 
 
 def _daemon_config(tmp_path, prefix, model, source, recal: dict | None = None, **cam):
@@ -33,7 +33,7 @@ def _running(cfg, prefix):
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30), p.diagnose()
         yield sub, p
     finally:
-        _stop(p)
+        p.stop()
         sub.close()
 
 

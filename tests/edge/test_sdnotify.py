@@ -1,4 +1,3 @@
-import signal
 import socket
 
 from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
@@ -19,8 +18,7 @@ def test_daemon_sends_ready_and_watchdog_to_notify_socket(small_model, bottle, t
         while not (any(m.startswith("READY=1") for m in got) and got.count("WATCHDOG=1") >= 2):
             got.append(sock.recv(4096).decode())
     finally:
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
+        _, err = p.stop()
         sock.close()
         sub.close()
     assert got[0].startswith("READY=1") and "STATUS=inspecting c" in got[0]
