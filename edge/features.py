@@ -1,14 +1,14 @@
 """PatchCore patch features as one ONNX-exportable module: trunk + local aggregation.
 
 Conventions (Roth et al. 2022, section 3.1):
-- two mid-level stages of an ImageNet CNN (stride 8 and 16; EfficientNet-Lite0's preset
-  uses 4 and 8, see backbone.PRESETS);
+- mid-level stages of an ImageNet CNN (the paper: stride 8 and 16; any 1-4 strides can be
+  chosen, see backbone.PRESETS);
 - each map gets 3x3 local average pooling, stride 1, padding 1 (the patch neighbourhood);
-- the deeper map is upsampled bilinearly to the shallower grid; channels are concatenated;
+- the deeper maps are upsampled bilinearly to the shallowest grid; channels are concatenated;
 - optionally the channels are reduced to a fixed dimension by averaging adjacent channels
   (the official implementation's adaptive average pooling, written as a fixed 1x1 conv so
   it exports to ONNX/TensorRT).
-Input: normalised images (B, 3, S, S). Output: (B, D, S/s, S/s) patch features, s the shallower stage's stride.
+Input: normalised images (B, 3, H, W). Output: (B, D, H/s, W/s) patch features, s the shallower stage's stride.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def channel_average_matrix(in_dim: int, out_dim: int) -> torch.Tensor:
 
 
 class PatchFeatures(nn.Module):
-    """Trunk truncated after the stride-16 stage, plus PatchCore's aggregation."""
+    """Trunk truncated after the deepest chosen stage, plus PatchCore's aggregation."""
 
-    def __init__(self, trunk: nn.Module, layers: tuple[str, str], in_dims: tuple[int, int], feature_dim: int | None):
+    def __init__(self, trunk: nn.Module, layers: tuple[str, ...], in_dims: tuple[int, ...], feature_dim: int | None):
         super().__init__()
         self.trunk = trunk
         self.layers = layers
@@ -48,22 +48,22 @@ class PatchFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.trunk(x)
-        shallow, deep = maps[self.layers[0]], maps[self.layers[1]]
-        shallow = F.avg_pool2d(shallow, 3, stride=1, padding=1)
-        deep = F.avg_pool2d(deep, 3, stride=1, padding=1)
-        deep = F.interpolate(deep, size=shallow.shape[-2:], mode="bilinear", align_corners=False)
-        feats = torch.cat([shallow, deep], dim=1)
+        pooled = [F.avg_pool2d(maps[name], 3, stride=1, padding=1) for name in self.layers]
+        grid = pooled[0].shape[-2:]
+        feats = torch.cat([pooled[0]] + [F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+                                         for m in pooled[1:]], dim=1)
         if self.reduce is not None:
             feats = F.conv2d(feats, self.reduce)
         return feats
 
 
-def freeze_same_padding(module: nn.Module, input_size: int) -> int:
+def freeze_same_padding(module: nn.Module, input_size: int | tuple[int, int]) -> int:
     """Replace timm's dynamic TF-"same" convs by a constant pad + plain conv for this input size.
 
     timm computes "same" padding at run time from the input shape, which puts Shape/Gather/
     Pad arithmetic into the ONNX graph and stops TensorRT from treating it as static. Our
-    input size is fixed per model, so the padding is a constant. Returns how many were replaced.
+    input size (S or (W, H)) is fixed per model, so the padding is a constant (per axis: a
+    non-square input pads its two axes differently). Returns how many were replaced.
     """
     from timm.layers.conv2d_same import Conv2dSame
     from timm.layers.padding import pad_same_arg
@@ -75,7 +75,8 @@ def freeze_same_padding(module: nn.Module, input_size: int) -> int:
         if isinstance(m, Conv2dSame)
     ]
     with torch.no_grad():
-        module(torch.zeros(1, 3, input_size, input_size))
+        w, h = (input_size, input_size) if isinstance(input_size, int) else input_size
+        module(torch.zeros(1, 3, h, w))
     for h in hooks:
         h.remove()
     for name, hw in sizes.items():
@@ -93,15 +94,15 @@ def build_extractor(
     name: str = DEFAULT_BACKBONE,
     weights: str | Path | None = None,
     feature_dim: int | None = None,
-    input_size: int = 224,
-    strides: tuple[int, int] = STAGE_STRIDES,
+    input_size: int | tuple[int, int] = 224,  # S or (W, H)
+    strides: tuple[int, ...] = STAGE_STRIDES,
 ) -> tuple[PatchFeatures, BackboneInfo]:
     """Build the eval-mode patch feature module (for one input size) and its manifest record."""
     from timm.models import create_feature_extractor
 
     model, sha, source = create_classifier(name, weights)
     layers, chans = mid_level_layers(model, tuple(strides))
-    trunk = create_feature_extractor(model, {layers[0]: layers[0], layers[1]: layers[1]})
+    trunk = create_feature_extractor(model, {layer: layer for layer in layers})
     cfg = model.pretrained_cfg
     info = BackboneInfo(
         name=name,

@@ -14,32 +14,32 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .backbone import DEFAULT_BACKBONE, BackboneInfo
+from .backbone import DEFAULT_BACKBONE, EMBEDDED, BackboneInfo
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("PATCHCORE_CACHE", Path.home() / ".cache" / "patchcore-edge"))
 
 
-def _key(name: str, weights: str | None, input_size: int, feature_dim: int | None, strides) -> str | None:
+def _key(name: str, weights: str | None, input_size: int | tuple[int, int], feature_dim: int | None, strides) -> str | None:
     from importlib.metadata import version
 
     from .backbone import sha256_file
 
     if weights is not None:
         wsha = sha256_file(weights)
-    elif name == DEFAULT_BACKBONE:
-        from .backbone import _embedded_lite0_path
+    elif name in EMBEDDED:
+        from .backbone import embedded_weights_path
 
-        wsha = sha256_file(_embedded_lite0_path())
+        wsha = sha256_file(embedded_weights_path(name))
     else:
         return None  # hub weights: no cheap fingerprint, do not cache
     raw = json.dumps([name, wsha, input_size, feature_dim, list(strides), version("timm")])
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
-def extractor_onnx(name: str = DEFAULT_BACKBONE, weights: str | None = None, input_size: int = 224,
-                   feature_dim: int | None = None, strides: tuple[int, int] = (8, 16),
+def extractor_onnx(name: str = DEFAULT_BACKBONE, weights: str | None = None, input_size: int | tuple[int, int] = 224,
+                   feature_dim: int | None = None, strides: tuple[int, ...] = (8, 16),
                    use_cache: bool = True) -> tuple[bytes, BackboneInfo]:
     """ONNX bytes of the patch-feature graph and its BackboneInfo (from cache when possible)."""
     from .modeldir import atomic_write_bytes
