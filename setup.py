@@ -25,6 +25,9 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "paho-mqtt>=2.0",
+        "prometheus-client>=0.17",  # /metrics (edge/metrics.py)
+        # Sparkplug B (edge/sparkplug.py) needs pysparkplug, installed with --no-deps: it declares
+        # paho-mqtt<2 for a client class this project does not use (requirements-nodeps.txt)
         "scikit-learn>=1.2",
         "matplotlib>=3.5",
     ],

@@ -125,6 +125,25 @@ class RecalibrationConfig(Strict):
         return data
 
 
+SPARKPLUG_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"  # a Sparkplug topic level: no '/', '+', '#'
+
+
+class SparkplugConfig(Strict):
+    """Sparkplug B output (edge/sparkplug.py): the station is an edge node, each camera a device."""
+    group_id: str = Field(description="Sparkplug group id", pattern=SPARKPLUG_ID)
+    edge_node_id: str = Field(description="Sparkplug edge node id of this station", pattern=SPARKPLUG_ID)
+    primary_host_id: str | None = Field(None, pattern=SPARKPLUG_ID, description="wait for this host "
+                                        "application's STATE online before birthing; re-birth when it returns")
+    client_id: str | None = Field(None, min_length=1, description="MQTT client id of the Sparkplug session "
+                                  "(default: <mqtt.client_id>-spb); it needs its own session for the NDEATH will")
+
+
+class PrometheusConfig(Strict):
+    """Prometheus /metrics endpoint (edge/metrics.py)."""
+    port: int = Field(9464, ge=1, le=65535, description="HTTP port of /metrics")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes it to the network")
+
+
 class DaemonConfig(Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     cameras: list[CameraConfig] = Field(min_length=1, description="cameras to inspect")
@@ -132,6 +151,8 @@ class DaemonConfig(Strict):
     exit_when_done: bool = Field(False, description="stop when every finite source (file/folder) has ended")
     print_results: bool = Field(False, description="also print each verdict as a JSON line on stdout")
     recalibration: RecalibrationConfig = Field(default_factory=RecalibrationConfig)
+    sparkplug: SparkplugConfig | None = Field(None, description="Sparkplug B output; off when absent")
+    prometheus: PrometheusConfig | None = Field(None, description="Prometheus metrics endpoint; off when absent")
 
     @model_validator(mode="after")
     def _unique_names(self):

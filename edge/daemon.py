@@ -28,6 +28,7 @@ from .heatmap import encode_jpeg, overlay
 from .inspector import Inspector
 from .modeldir import load_model
 from .mqtt_link import MqttLink
+from .outputs import attach_outputs
 from .recalibrate import ModelDirs, Recalibrator
 from .sdnotify import notify, watchdog_interval
 from .stats import CameraStats
@@ -55,6 +56,7 @@ class CameraWorker(threading.Thread):
         self.last_heatmap = 0.0
         self.frame_id = 0
         self.share = 1.0  # < 1 while a recalibration needs the CPU (duty cycle of inspection)
+        self.listeners: list = []  # per-result hooks (camera, result): Sparkplug B, Prometheus (outputs.py)
 
     def on_trigger(self, topic: str, payload: bytes) -> None:
         self.trigger.set()
@@ -117,6 +119,8 @@ class CameraWorker(threading.Thread):
         payload = json.dumps(result, separators=(",", ":"))
         self.link.publish(f"{self.base}/result", payload, qos=self.qos, buffer=True)
         self.link.publish(f"{self.base}/state", payload, qos=self.qos, retain=True, buffer=True)
+        for hook in self.listeners:
+            hook(self.cfg.name, result)
         timings = dict(r.timings_ms, total=latency)
         hm = self.cfg.heatmap
         now = time.monotonic()
@@ -165,6 +169,7 @@ class Daemon:
             self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/recalibrate"] = rc.on_command
             if cam.trigger == "mqtt":
                 self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/trigger"] = w.on_trigger
+        self.outputs = attach_outputs(self)  # Sparkplug B node, Prometheus metrics: each only when configured
 
     def stats_payload(self) -> dict:
         cams = {n: w.status() for n, w in self.workers.items()}
@@ -188,6 +193,8 @@ class Daemon:
             log.error("no camera could start: %s", "; ".join(f"{k}: {v}" for k, v in self.refused.items()))
             return EXIT_NO_CAMERA
         self.link.start()
+        for o in self.outputs:
+            o.start()
         for w in self.workers.values():
             w.start()
         for rc in self.recalibrators.values():
@@ -221,6 +228,8 @@ class Daemon:
         while self.link.buffer and time.monotonic() < deadline and self.link.connected.is_set():
             time.sleep(0.05)
         self.link.stop()
+        for o in self.outputs:
+            o.stop()  # Sparkplug: NDEATH on a clean stop
         return EXIT_OK
 
 
