@@ -16,7 +16,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from .errors import BackboneError
+from .errors import BackboneError, ConfigError
 
 if TYPE_CHECKING:  # torch is imported only when a model is built: calibrate/infer start faster
     import torch
@@ -73,15 +73,15 @@ def preset(name: str) -> Preset:
 
 
 def parse_strides(text: str | list | tuple) -> tuple[int, ...]:
-    """'8,16' / '4+8+16' / [8, 16] -> (8, 16); BackboneError names the accepted form."""
+    """'8,16' / '4+8+16' / [8, 16] -> (8, 16); ConfigError names the accepted form."""
     try:
         parts = text.replace("+", ",").split(",") if isinstance(text, str) else list(text)
         strides = tuple(int(v) for v in parts)
     except (TypeError, ValueError) as e:
-        raise BackboneError(f"layers {text!r}: give the feature stages by stride, e.g. '8,16' or '4,8,16'") from e
+        raise ConfigError(f"layers {text!r}: give the feature stages by stride, e.g. '8,16' or '4,8,16'") from e
     if not 1 <= len(strides) <= 4 or any(s not in (2, 4, 8, 16, 32) for s in strides) \
             or list(strides) != sorted(set(strides)):
-        raise BackboneError(f"layers {text!r}: 1 to 4 distinct increasing strides from 2, 4, 8, 16, 32 "
+        raise ConfigError(f"layers {text!r}: 1 to 4 distinct increasing strides from 2, 4, 8, 16, 32 "
                             "(e.g. '8,16', the paper's; '4,8,16' for finer detail)")
     return strides
 
