@@ -31,9 +31,11 @@ demo: $(STAMP)
 	$(BIN)/patchcore-edge run --config configs/demo-replay.yaml
 	$(BIN)/patchcore-edge infer --model out/model $(DATA)/test/broken_large/000.png --output-dir out/heatmaps
 
-# Unit + end-to-end tests; starts a local Mosquitto if none is listening on 127.0.0.1:1883.
+# Unit + end-to-end tests; starts a local Mosquitto if none is listening on 127.0.0.1:1883 and
+# installs Debian's chromium + chromium-driver for the station page tests (as root).
 test: $(STAMP)
 	./scripts/ensure-mosquitto
+	./scripts/ensure-chromium
 	PATCHCORE_DATA=$(DATA) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 clean:

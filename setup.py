@@ -28,13 +28,16 @@ setup(
         "prometheus-client>=0.17",  # /metrics (edge/metrics.py)
         # Sparkplug B (edge/sparkplug.py) needs pysparkplug, installed with --no-deps: it declares
         # paho-mqtt<2 for a client class this project does not use (requirements-nodeps.txt)
+        "bottle>=0.13",  # station page routes (edge/web)
+        "cheroot>=10",  # its threaded WSGI server
         "scikit-learn>=1.2",
         "matplotlib>=3.5",
     ],
     extras_require={
         # GPU stack; on a Jetson use JetPack's TensorRT and NVIDIA's onnxruntime-gpu wheel instead.
         "gpu": ["onnxruntime-gpu>=1.16", "faiss-gpu-cu12>=1.8", "tensorrt>=8.6"],
-        "test": ["pytest>=7", "scikit-image>=0.21", "jsonschema>=4"],
+        "test": ["pytest>=7", "scikit-image>=0.21", "jsonschema>=4", "selenium>=4.20"],
     },
+    package_data={"edge.web": ["static/*"]},  # the station page ships inside the package
     entry_points={"console_scripts": ["patchcore-edge=cli.main:main"]},
 )

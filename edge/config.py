@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .web.config import WebConfig
 
 
 def credential_path(path: Path) -> Path:
@@ -153,6 +154,7 @@ class DaemonConfig(Strict):
     recalibration: RecalibrationConfig = Field(default_factory=RecalibrationConfig)
     sparkplug: SparkplugConfig | None = Field(None, description="Sparkplug B output; off when absent")
     prometheus: PrometheusConfig | None = Field(None, description="Prometheus metrics endpoint; off when absent")
+    web: WebConfig = Field(default_factory=WebConfig, description="station web page (edge/web/); off by default")
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -188,6 +190,8 @@ def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
     rc = cfg.recalibration
     if rc.secret_file and not rc.secret_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):
         rc.secret_file = (base / rc.secret_file).resolve()
+    if cfg.web.token_file and not cfg.web.token_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        cfg.web.token_file = (base / cfg.web.token_file).resolve()
     for cam in cfg.cameras:  # relative paths are relative to the config file
         if not cam.model.is_absolute():
             cam.model = (base / cam.model).resolve()

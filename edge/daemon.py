@@ -32,6 +32,7 @@ from .outputs import attach_outputs
 from .recalibrate import ModelDirs, Recalibrator
 from .sdnotify import notify, watchdog_interval
 from .stats import CameraStats
+from . import web
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class CameraWorker(threading.Thread):
         self.last_heatmap = 0.0
         self.frame_id = 0
         self.share = 1.0  # < 1 while a recalibration needs the CPU (duty cycle of inspection)
+        self.live = None  # edge.web.state.LiveState while the station page is on
         self.listeners: list = []  # per-result hooks (camera, result): Sparkplug B, Prometheus (outputs.py)
 
     def on_trigger(self, topic: str, payload: bytes) -> None:
@@ -103,6 +105,7 @@ class CameraWorker(threading.Thread):
 
     def process(self, frame, t_frame: float) -> None:
         roi = self.cfg.roi
+        full = frame  # the station page shows the whole frame with the ROI drawn
         if roi:
             x, y, w, h = roi
             frame = frame[y:y + h, x:x + w]
@@ -121,6 +124,8 @@ class CameraWorker(threading.Thread):
         self.link.publish(f"{self.base}/state", payload, qos=self.qos, retain=True, buffer=True)
         for hook in self.listeners:
             hook(self.cfg.name, result)
+        if self.live is not None:  # O(1) hand-over; the page encodes on its own threads
+            self.live.record(full, roi, result, r.anomaly_map)
         timings = dict(r.timings_ms, total=latency)
         hm = self.cfg.heatmap
         now = time.monotonic()
@@ -170,6 +175,7 @@ class Daemon:
             if cam.trigger == "mqtt":
                 self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/trigger"] = w.on_trigger
         self.outputs = attach_outputs(self)  # Sparkplug B node, Prometheus metrics: each only when configured
+        self.web = web.attach(self)  # the station page (None when off)
 
     def stats_payload(self) -> dict:
         cams = {n: w.status() for n, w in self.workers.items()}
@@ -197,6 +203,8 @@ class Daemon:
             o.start()
         for w in self.workers.values():
             w.start()
+        if self.web is not None and not web.start(self.web):
+            self.web = None
         for rc in self.recalibrators.values():
             rc.publish(rc.state["state"], **{k: v for k, v in rc.state.items() if k != "state"})
         notify("READY=1\nSTATUS=inspecting " + ", ".join(self.workers))
@@ -216,6 +224,8 @@ class Daemon:
 
     def shutdown(self) -> int:
         notify("STOPPING=1")
+        if self.web is not None:
+            self.web.stop()
         for rc in self.recalibrators.values():
             rc.stop()
         for w in self.workers.values():
