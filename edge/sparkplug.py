@@ -18,7 +18,10 @@ the broker is away. The session logic below is small and follows Sparkplug 3.0:
   (or the primary host) is away are kept (bounded by mqtt.buffer) and sent after the births,
   in order, flagged is_historical so a host files them as history, not as the live value.
 - DDEATH when a camera's capture goes offline or ends, DBIRTH when it is back (a watcher
-  thread polls the capture status: a few lines here instead of hooks in capture.py).
+  thread polls the capture status: a few lines here instead of hooks in capture.py); status,
+  model and recalibration changes go out as DDATA from it too. Dropped frames ride with the
+  results (frames are only dropped while results flow), so a busy camera does not add a
+  DDATA per poll.
 - Commands: NCMD `Node Control/Rebirth` = true -> fresh births; DCMD `Device Control/Trigger`
   = true on a `trigger: mqtt` camera -> one frame. Anything else (not protobuf, unknown
   metric, wrong type, unknown device) is logged and ignored.
@@ -105,7 +108,7 @@ class SparkplugNode:
         self.counts = {n: {"inspected": 0, "failed": 0} for n in workers}
         self.last: dict[str, dict] = {n: dict.fromkeys(DEVICE_METRICS) for n in workers}
         for n in workers:
-            self._refresh(n)
+            self._refresh(n, dropped=True)
         self.buffer: deque[tuple[str, int, list[tuple[str, object]]]] = deque()
         self.buffer_dropped = 0
         self.births = 0
@@ -278,7 +281,7 @@ class SparkplugNode:
         self.births += 1
         self.devices.clear()
         for name in self.workers:
-            self._refresh(name)
+            self._refresh(name, dropped=True)
         pending = {name for name, _, _ in self.buffer}
         for name in self.workers:
             if self.last[name]["Camera/Status"] not in DEAD or name in pending:
@@ -308,13 +311,14 @@ class SparkplugNode:
         self.devices.discard(name)
 
     # -- inputs ---------------------------------------------------------------------------
-    def _refresh(self, name: str) -> list[tuple[str, object]]:
-        """Read camera status, dropped frames, model version and recalibration state; the changed ones."""
+    def _refresh(self, name: str, dropped: bool = False) -> list[tuple[str, object]]:
+        """Read camera status, model version, recalibration state (and dropped frames); the changed ones."""
         w, last = self.workers[name], self.last[name]
         rc = self.recalibrators.get(name)
-        now = {"Camera/Status": w.capture.status, "Counters/Dropped": w.capture.dropped,
-               "Model/Version": w.inspector.model.version,
+        now = {"Camera/Status": w.capture.status, "Model/Version": w.inspector.model.version,
                "Recalibration/State": rc.state.get("state") if rc is not None else None}
+        if dropped:
+            now["Counters/Dropped"] = w.capture.dropped
         changed = [(k, v) for k, v in now.items() if last[k] != v]
         last.update(now)
         return changed
@@ -329,14 +333,14 @@ class SparkplugNode:
                "Inspection/Normalised Score": result["normalised_score"], "Inspection/Frame Id": result["frame_id"],
                "Inspection/Latency ms": result["latency_ms"], "Counters/Inspected": c["inspected"],
                "Inspection/Threshold": result["threshold"], "Model/Version": result["model_version"],
-               "Counters/Failed": c["failed"]}
+               "Counters/Failed": c["failed"], "Counters/Dropped": self.workers[camera].capture.dropped}
         with self.lock:
             last = self.last[camera]
             values = [(k, v) for k, v in now.items() if k in PER_RESULT or last[k] != v]
             last.update(now)
             if self.born and not self.buffer:
                 if camera not in self.devices:  # the watcher has not seen it come back yet
-                    self._refresh(camera)
+                    self._refresh(camera, dropped=True)
                     self._dbirth(camera)
                     return  # the DBIRTH carries this result
                 self._ddata(camera, values, ts)
@@ -348,7 +352,7 @@ class SparkplugNode:
                 self.buffer.append((camera, ts, values))
 
     def _watch(self) -> None:
-        """Camera up/down -> DBIRTH/DDEATH; dropped frames, status and recalibration changes -> DDATA."""
+        """Camera up/down -> DBIRTH/DDEATH; status, model and recalibration changes -> DDATA."""
         while not self.stopping.wait(self.poll_s):
             with self.lock:
                 for name in self.workers:

@@ -120,21 +120,25 @@ def test_primary_host_state_buffered_history_and_will_on_kill(small_model, repla
     prefix = new_prefix()
     host_id = f"scada-{prefix}"
     host = Host(prefix, "n1")
-    cams = [{"name": "cam", "source": str(replay), "model": str(small_model), "fps": 4, "loop": True}]
+    cams = [{"name": "cam", "source": str(replay), "model": str(small_model), "fps": 100, "loop": True,
+             "heatmap": {"mode": "off"}}]
     cfg = write_config(tmp_path / "d.yaml", prefix, cams, sparkplug={"group_id": prefix, "edge_node_id": "n1",
                                                                     "primary_host_id": host_id})
     sub = Collector(prefix)
     p = start_daemon(cfg)
     try:
-        # no birth while the primary host has not said it is online; results go on in JSON
-        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 3, 120), p.diagnose()
+        # no birth while the primary host has not said it is online; results go on in JSON and
+        # are kept for Sparkplug: more than 256, so the flush after the birth wraps seq
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 260, 300), p.diagnose()
         assert host.msgs == []
         t0 = int(time.time() * 1000)
         host.state(host_id, True, t0)
-        assert host.wait_for(lambda: host.of("NBIRTH") and host.of("DBIRTH"), 10), p.diagnose()
-        assert host.wait_for(lambda: host.of("DDATA"), 10)
-        first = metrics(host.of("DDATA")[0])
-        assert first["Inspection/Fail"][2] is True  # results from before the birth: history, in order
+        assert host.wait_for(lambda: host.of("NBIRTH") and len(host.of("DDATA")) >= 260, 30), p.diagnose()
+        history = [metrics(d) for d in host.of("DDATA")[:260]]
+        assert all(m["Inspection/Fail"][2] is True for m in history)  # kept results: history, in order
+        ids = [m["Inspection/Frame Id"][1] for m in history]
+        assert ids == list(range(ids[0], ids[0] + 260))
+        assert [d.seq for d in host.of("DDATA")].count(0) >= 1  # 255 wrapped to 0
         # host goes offline: NDEATH; an older "online" is ignored; a newer one births again
         host.state(host_id, False, t0 + 10)
         assert host.wait_for(lambda: host.of("NDEATH"), 10)
@@ -144,6 +148,7 @@ def test_primary_host_state_buffered_history_and_will_on_kill(small_model, repla
         host.state(host_id, True, t0 + 20)
         assert host.wait_for(lambda: len(host.of("NBIRTH")) == 2, 10)
         assert host.wait_for(lambda: host.msgs[-1][0] == "DDATA", 10)
+        assert p.poll() is None
         p.send_signal(signal.SIGKILL)  # the broker delivers the NDEATH will
         p.wait(10)
         assert host.wait_for(lambda: len(host.of("NDEATH")) == 2, 10)
