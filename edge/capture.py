@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import PatchcoreError
-from .preprocess import list_images, read_image, to_bgr8
+from .preprocess import IMAGE_EXTENSIONS, list_images, read_image, to_bgr8
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +95,62 @@ class FolderSource(FrameSource):
         if not self.paths:
             raise CameraError(f"image folder {self.folder} holds no images")
         self.i = 0
+        self.read_ok = False
 
     def read(self) -> np.ndarray | None:
-        while self.i < len(self.paths) or self.loop:
+        failed = 0
+        while (self.i < len(self.paths) or self.loop) and failed < len(self.paths):  # one pass at most
             if self.i >= len(self.paths):
                 self.i = 0
             path = self.paths[self.i]
             self.i += 1
             try:
-                return read_image(path)
+                frame = read_image(path)
+                self.read_ok = True
+                return frame
             except PatchcoreError as e:
+                failed += 1
                 log.warning("skipping frame: %s", e)
+        if not self.read_ok:  # not one file decoded: say so rather than "ended" with no frame
+            raise CameraError(f"image folder {self.folder}: none of its {len(self.paths)} image files can be "
+                              "decoded (text or truncated files named like images?)")
         return None
 
 
+class ImageFileSource(FrameSource):
+    """One image file (png, jpg, ...): a single frame, or the same one again with `loop`.
+
+    Decoded with the same reader as folders, so a file that is not an image (a text file
+    named .png) is a clear camera error instead of a video backend's silent empty stream."""
+
+    finite = True
+
+    def __init__(self, path: str | Path, loop: bool = False):
+        self.path, self.loop = Path(path), loop
+        self.frame: np.ndarray | None = None
+        self.served = False
+
+    def open(self) -> None:
+        try:
+            self.frame = read_image(self.path)
+        except PatchcoreError as e:
+            raise CameraError(f"camera source {e}") from e
+        self.served = False
+
+    def read(self) -> np.ndarray | None:
+        if self.served and not self.loop:
+            return None
+        self.served = True
+        return self.frame
+
+
 def make_source(source: str | int, loop: bool = False) -> FrameSource:
-    """Pick the source type: a folder replays images, anything else goes to OpenCV."""
+    """Pick the source type: a folder replays images, an image file is one frame, anything
+    else (device, URL, video file) goes to OpenCV."""
     if isinstance(source, str) and Path(source).is_dir():
         return FolderSource(source, loop)
+    if isinstance(source, str) and "://" not in source and Path(source).suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageFileSource(source, loop)
     return OpenCVSource(source, loop)
 
 
@@ -164,9 +202,17 @@ class Capture(threading.Thread):
                 backoff = min(backoff * 2, self.backoff_max_s)
                 self.reconnects += 1
                 continue
-            backoff = 0.5
             self._set_status("online")
-            ended = self._read_loop()
+            try:
+                ended = self._read_loop()
+            except CameraError as e:  # a source that opened but yields nothing usable
+                self.source.close()
+                self._set_status("offline", str(e))
+                self._halt.wait(backoff)
+                backoff = min(backoff * 2, self.backoff_max_s)
+                self.reconnects += 1
+                continue
+            backoff = 0.5
             self.source.close()
             if ended:
                 self._set_status("ended")

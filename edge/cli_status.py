@@ -1,7 +1,9 @@
 """`patchcore-edge status`: one screen per station from the retained MQTT topics.
 
 Exit codes for monitoring scripts: 0 healthy; 1 unhealthy (daemon offline, no or stale
-stats, a camera offline or its model refused); 2 broker unreachable.
+stats, a camera offline or in error, its model refused, inspection errors in the last
+`--window` seconds, or frames taken for that long without a result: "blind"); 2 broker
+unreachable. Each problem is printed with its reason.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="health summary of a running station (from retained MQTT topics)")
     p.add_argument("--config", type=Path, required=True, help="the daemon's YAML")
     p.add_argument("--wait", type=float, default=2.0, help="seconds to collect retained messages")
+    p.add_argument("--window", type=float, default=30.0,
+                   help="unhealthy if a camera had inspection errors, or took frames without producing a result, "
+                        "within/for this many seconds (default 30)")
     p.set_defaults(func=run)
 
 
@@ -46,6 +51,22 @@ def collect(cfg, wait: float) -> dict[str, bytes] | None:
     c.disconnect()
     c.loop_stop()
     return msgs if ok else None
+
+
+def camera_problems(name: str, s: dict, status: str, window: float) -> list[str]:
+    """Why one camera's stats entry is unhealthy (empty list: healthy)."""
+    if s.get("model") == "error":
+        return [f"camera {name}: model refused: {s.get('model_error', '?')}"]
+    out = []
+    if status not in ("online", "ended"):
+        reason = s.get("camera_error")
+        out.append(f"camera {name} {status}" + (f": {reason}" if reason else ""))
+    age = s.get("last_error_s")
+    if s.get("errors") and age is not None and age <= window:
+        out.append(f"camera {name}: {s['errors']} inspection errors, the last {age:.0f} s ago: {s.get('last_error')}")
+    if (s.get("no_result_s") or 0) > window:
+        out.append(f"camera {name}: frames but no result for {s['no_result_s']:.0f} s (blind)")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cam.name:12s} {status:9s} {s.get('fps', 0):6.1f} {lat.get('p50', 0):7.1f} {lat.get('p99', 0):7.1f} "
               f"{state.get('verdict', '-'):5s} {state.get('normalised_score', 0):6.2f} "
               f"{state.get('model_version', s.get('model_version', '-')):6s} {recal.get('state', '-')}")
-        if status not in ("online", "ended"):
-            problems.append(f"camera {cam.name} {status}")
+        problems += camera_problems(cam.name, s, status, args.window)
     if problems:
         print("UNHEALTHY: " + "; ".join(problems))
         return 1

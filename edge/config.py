@@ -46,6 +46,8 @@ class MqttConfig(Strict):
     qos: Literal[0, 1, 2] = Field(1, description="QoS of results and state")
     keepalive: int = Field(30, ge=5, le=3600, description="keepalive seconds")
     buffer: int = Field(1000, ge=0, le=1_000_000, description="results kept while the broker is away")
+    spool_max_mb: float = Field(16.0, ge=0, le=4096, description="results still undelivered at shutdown are "
+                                "spooled to state_dir up to this size (and mqtt.buffer messages); 0: none")
 
     @field_validator("prefix")
     @classmethod
@@ -151,6 +153,8 @@ class DaemonConfig(Strict):
     stats_interval_s: float = Field(5.0, gt=0, description="seconds between stats messages")
     exit_when_done: bool = Field(False, description="stop when every finite source (file/folder) has ended")
     print_results: bool = Field(False, description="also print each verdict as a JSON line on stdout")
+    state_dir: Path | None = Field(None, description="run counter and spooled results (edge/statedir.py); default "
+                                   "$STATE_DIRECTORY (systemd), else patchcore-state/ beside the config file")
     recalibration: RecalibrationConfig = Field(default_factory=RecalibrationConfig)
     sparkplug: SparkplugConfig | None = Field(None, description="Sparkplug B output; off when absent")
     prometheus: PrometheusConfig | None = Field(None, description="Prometheus metrics endpoint; off when absent")
@@ -187,6 +191,11 @@ def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
     path = Path(path)
     cfg = load_yaml_model(path, DaemonConfig)
     base = base_dir or path.parent
+    if cfg.state_dir is None:
+        from .statedir import default_state_dir
+        cfg.state_dir = default_state_dir(base.resolve())
+    elif not cfg.state_dir.is_absolute():
+        cfg.state_dir = (base / cfg.state_dir).resolve()
     rc = cfg.recalibration
     if rc.secret_file and not rc.secret_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):
         rc.secret_file = (base / rc.secret_file).resolve()

@@ -7,8 +7,15 @@ message while the others run. Frames are not batched across cameras: at batch 1 
 Runtime already uses both cores here, so batching would add waiting without adding
 throughput on this class of machine.
 
+Results carry `run_id` (daemon starts, persisted in the state dir) beside `frame_id`, so
+ids are unique across restarts. Results the broker has not acknowledged at shutdown are
+spooled to the state dir and replayed first at the next start (statedir.py, spool.py).
+A frame that cannot be inspected is counted per camera (stats `errors`, `last_error`) and
+logged with its traceback once per distinct error; `no_result_s` says how long a camera has
+been taking frames without producing a result (what `patchcore-edge status` judges).
+
 Exit codes: 0 stopped by a signal or every finite source ended (exit_when_done);
-2 bad config; 3 no camera could start.
+2 bad config (or a state dir in use by another daemon); 3 no camera could start.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from .mqtt_link import MqttLink
 from .outputs import attach_outputs
 from .recalibrate import ModelDirs, Recalibrator
 from .sdnotify import notify, watchdog_interval
+from .spool import load_spool, remove_spool, write_spool
+from .statedir import StateDir, default_state_dir
 from .stats import CameraStats
 from . import web
 
@@ -43,8 +52,12 @@ class CameraWorker(threading.Thread):
     """Inspects the newest frame of one camera and publishes the verdict."""
 
     def __init__(self, cfg: CameraConfig, inspector: Inspector, link: MqttLink, prefix: str, qos: int,
-                 print_results: bool):
+                 print_results: bool, run_id: int = 0):
         super().__init__(name=f"inspect-{cfg.name}", daemon=True)
+        self.run_id = run_id
+        self.error: str | None = None  # a frame the config cannot apply to (ROI outside it)
+        self.waiting_since: float | None = None  # first frame taken since the last result (monotonic)
+        self._last_logged: str | None = None  # last inspection error logged with its traceback
         self.cfg, self.inspector, self.link = cfg, inspector, link
         self.base = f"{prefix}/{cfg.name}"
         self.qos, self.print_results = qos, print_results
@@ -90,6 +103,8 @@ class CameraWorker(threading.Thread):
                     break
                 continue
             seq, frame, t_frame = got
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
             if not self.capture.source.finite:  # live sources: honour the target rate
                 wait = last + min_gap - time.perf_counter()
                 if wait > 0 and self.stopping.wait(wait):
@@ -97,22 +112,49 @@ class CameraWorker(threading.Thread):
             last = time.perf_counter()
             try:
                 self.process(frame, t_frame)
-            except Exception:  # one bad frame must not end the camera
-                log.exception("camera %s: inspection failed", self.cfg.name)
+            except Exception as e:  # one bad frame must not end the camera
+                self._failed(e)
             if self.share < 1.0:  # idle long enough that inspection uses `share` of its normal time
                 busy = time.perf_counter() - last
                 self.stopping.wait(busy * (1.0 / self.share - 1.0))
 
+    def _failed(self, e: Exception) -> None:
+        """Count a failed inspection; its traceback is logged once per distinct message, not per frame."""
+        msg = (f"{type(e).__name__}: {e}".splitlines() or [""])[0][:300]
+        self.stats.error(msg)
+        if msg != self._last_logged:
+            log.error("camera %s: inspection failed (%s); counted in stats errors, logged again only when the "
+                      "error changes", self.cfg.name, msg, exc_info=e)
+            self._last_logged = msg
+
+    def _roi_error(self, frame) -> str | None:
+        """Why the configured ROI cannot be cut from this frame (None when it can)."""
+        x, y, w, h = self.cfg.roi
+        fh, fw = frame.shape[:2]
+        if x + w <= fw and y + h <= fh:
+            return None
+        return (f"roi [{x}, {y}, {w}, {h}] (x, y, width, height) does not fit inside the {fw}x{fh} frame; "
+                f"fix roi of camera {self.cfg.name} in the config")
+
     def process(self, frame, t_frame: float) -> None:
         roi = self.cfg.roi
         full = frame  # the station page shows the whole frame with the ROI drawn
-        if roi:
+        if roi:  # checked on every frame (cheap): a reconnect may change the resolution
+            error = self._roi_error(frame)
+            if error != self.error:
+                if error:
+                    log.error("camera %s: %s", self.cfg.name, error)
+                else:
+                    log.info("camera %s: the roi fits the frame again", self.cfg.name)
+                self.error = error
+            if error:
+                return
             x, y, w, h = roi
             frame = frame[y:y + h, x:x + w]
         r = self.inspector.inspect(frame)  # read once: a recalibration may swap it between frames
         self.frame_id += 1
         result = {
-            "camera": self.cfg.name, "frame_id": self.frame_id,
+            "camera": self.cfg.name, "run_id": self.run_id, "frame_id": self.frame_id,
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "score": round(r.score, 5), "normalised_score": round(r.normalised, 5),
             "threshold": round(r.threshold, 5), "verdict": r.verdict, "model_version": r.model_version,
@@ -122,6 +164,7 @@ class CameraWorker(threading.Thread):
         payload = json.dumps(result, separators=(",", ":"))
         self.link.publish(f"{self.base}/result", payload, qos=self.qos, buffer=True)
         self.link.publish(f"{self.base}/state", payload, qos=self.qos, retain=True, buffer=True)
+        self.waiting_since = None
         for hook in self.listeners:
             hook(self.cfg.name, result)
         if self.live is not None:  # O(1) hand-over; the page encodes on its own threads
@@ -142,7 +185,13 @@ class CameraWorker(threading.Thread):
 
     def status(self) -> dict:
         c = self.capture
-        return {"camera": c.status, "camera_error": c.error, "frames": c.frames, "dropped": c.dropped,
+        camera, error = c.status, c.error
+        if self.error and camera == "online":
+            camera, error = "error", self.error
+        waiting = self.waiting_since
+        no_result_s = round(time.monotonic() - waiting, 1) if waiting is not None else 0.0
+        return {"camera": camera, "camera_error": error, "frames": c.frames, "dropped": c.dropped,
+                "no_result_s": no_result_s,
                 "reconnects": c.reconnects, "model_version": self.inspector.model.version, "model": "ok",
                 "backend": self.inspector.backend.describe(), "search": self.inspector.search.name,
                 **self.stats.snapshot()}
@@ -156,7 +205,16 @@ class Daemon:
         self.refused: dict[str, str] = {}
         self.recalibrators: dict[str, Recalibrator] = {}
         self.started = time.monotonic()
+        self.state = StateDir(cfg.state_dir or default_state_dir(None))
+        self.run_id = self.state.next_run_id()
         self.link = MqttLink(cfg.mqtt)
+        spooled, self.spool_dropped = load_spool(self.state.path, cfg.mqtt.prefix, cfg.mqtt.buffer)
+        if spooled or self.spool_dropped:
+            log.warning("replaying %d messages (results, state) the broker had not acknowledged when the daemon "
+                        "last stopped (%d dropped then: over the spool bounds)", len(spooled), self.spool_dropped)
+        self.link.preload(spooled)
+        self.replayed = len(spooled)
+        log.info("run %d, state dir %s", self.run_id, self.state.path)
         dirs = ModelDirs()
         for cam in cfg.cameras:
             try:
@@ -167,7 +225,8 @@ class Daemon:
                 continue
             log.info("camera %s: model %s, backend %s, search %s", cam.name, inspector.model.version,
                      inspector.backend.describe(), inspector.search.name)
-            w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results)
+            w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results,
+                             run_id=self.run_id)
             self.workers[cam.name] = w
             rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration, dirs)
             self.recalibrators[cam.name] = rc
@@ -182,9 +241,10 @@ class Daemon:
         cams.update({n: {"camera": "not started", "model": "error", "model_error": e} for n, e in self.refused.items()})
         return {
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "uptime_s": round(time.monotonic() - self.started, 1),
+            "uptime_s": round(time.monotonic() - self.started, 1), "run_id": self.run_id,
             "broker": {"connected": self.link.connected.is_set(), "buffered": len(self.link.buffer),
-                       "buffer_dropped": self.link.buffer_dropped, "connects": self.link.connects},
+                       "buffer_dropped": self.link.buffer_dropped, "connects": self.link.connects,
+                       "replayed": self.replayed, "spool_dropped": self.spool_dropped},
             "cameras": cams,
         }
 
@@ -210,10 +270,14 @@ class Daemon:
         notify("READY=1\nSTATUS=inspecting " + ", ".join(self.workers))
         wd = watchdog_interval()
         next_stats = time.monotonic() + self.cfg.stats_interval_s
+        spool_on_disk = bool(self.replayed)
         tick = min(0.5, wd) if wd else 0.5
         while not self.stop_event.wait(tick):
             if wd:
                 notify("WATCHDOG=1")
+            if spool_on_disk and not self.link.replay_pending():  # all delivered: the spool has served
+                remove_spool(self.state.path)
+                spool_on_disk = False
             if time.monotonic() >= next_stats:
                 self.publish_stats()
                 next_stats += self.cfg.stats_interval_s
@@ -221,6 +285,22 @@ class Daemon:
                 log.info("every source has ended; stopping")
                 break
         return self.shutdown()
+
+    def spool(self, pending: list) -> None:
+        """Keep what the broker never acknowledged for the next start (or say what is lost)."""
+        m = self.cfg.mqtt
+        try:
+            kept, dropped = write_spool(self.state.path, pending, m.buffer, int(m.spool_max_mb * 1e6))
+        except OSError as e:
+            log.error("cannot spool %d undelivered results to %s (%s): they are lost", len(pending),
+                      self.state.path, e.strerror)
+            return
+        if kept:
+            log.warning("broker unreachable at stop: spooled %d undelivered messages to %s; they are sent first "
+                        "at the next start", kept, self.state.path)
+        if dropped:
+            log.warning("dropped %d undelivered messages at stop: over the spool bounds (mqtt.buffer=%d, "
+                        "mqtt.spool_max_mb=%g)", dropped, m.buffer, m.spool_max_mb)
 
     def shutdown(self) -> int:
         notify("STOPPING=1")
@@ -238,6 +318,7 @@ class Daemon:
         while self.link.buffer and time.monotonic() < deadline and self.link.connected.is_set():
             time.sleep(0.05)
         self.link.stop()
+        self.spool(self.link.pending())
         for o in self.outputs:
             o.stop()  # Sparkplug: NDEATH on a clean stop
         return EXIT_OK

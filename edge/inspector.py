@@ -11,6 +11,7 @@ from .backends import create_backend
 from .backends.base import FeatureBackend
 from .knn import make_search
 from .modeldir import Model
+from .shapecheck import check_backbone_output
 from .preprocess import to_input
 from .scoring import anomaly_map, score_features
 
@@ -38,6 +39,7 @@ class Inspector:
         self.model = model
         self.backend = backend if isinstance(backend, FeatureBackend) else create_backend(
             backend, model.onnx_path, model.manifest, engine_dir=model.path)
+        check_backbone_output(self.backend, model.manifest, str(model.path))  # refuse now, not every frame
         grid = model.manifest["grid"]
         self.search = make_search(model.bank, grid[0] * grid[1], search)
         self.reweight = reweight

@@ -5,9 +5,13 @@
   counted as connected.
 - paho-mqtt reconnects on its own. While the broker is away, messages marked `buffer=True`
   (results, state) go into a bounded queue that is flushed in order on reconnect; what
-  overflowed is counted and reported in the stats. A buffered QoS>0 message handed to paho
-  is also kept until the broker acknowledges it (PUBACK): one sent into a connection that
-  died before the loss was noticed is sent again after the reconnect (at least once).
+  overflowed is counted, reported in the stats and logged (once per outage). A buffered
+  QoS>0 message handed to paho is also kept until the broker acknowledges it (PUBACK): one
+  sent into a connection that died before the loss was noticed is sent again after the
+  reconnect (at least once).
+- At stop, what is still buffered or unacknowledged is handed back (`pending()`) for the
+  daemon to spool to disk (spool.py); `preload()` puts a spool in front of the buffer at the
+  next start, and `replay_pending()` says when all of it has been acknowledged.
 - Subscriptions are one dict from topic to handler, built once; a handler that raises
   (malformed payload) is logged and ignored, never a crash.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -51,6 +56,9 @@ class MqttLink:
         self.unacked: dict[int, tuple[str, bytes, int, bool]] = {}  # mid -> message, until PUBACK
         self._early_acks: set[int] = set()  # PUBACKs that beat the bookkeeping in _send
         self.buffer_dropped = 0
+        self._dropped_logged = 0  # buffer_dropped when the last overflow line was logged
+        self._replayed: list[tuple[str, bytes, int, bool]] = []  # spooled by the last run, kept alive for id()
+        self._replayed_ids: set[int] = set()
         self.published = 0
         self.connects = 0
         self.stopping = False
@@ -69,9 +77,35 @@ class MqttLink:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
 
+    def preload(self, msgs: list[tuple[str, bytes, int, bool]]) -> None:
+        """Messages a previous run spooled: sent first, in order, before anything published now."""
+        with self.lock:
+            self._replayed = list(msgs)
+            self._replayed_ids = {id(m) for m in self._replayed}
+            self.buffer.extendleft(reversed(self._replayed))
+
+    def replay_pending(self) -> bool:
+        """True while a preloaded message is still waiting or unacknowledged."""
+        if not self._replayed_ids:
+            return False
+        with self.lock:
+            left = any(id(m) in self._replayed_ids for m in (*self.buffer, *self.unacked.values()))
+            if not left:
+                self._replayed, self._replayed_ids = [], set()
+            return left
+
+    def pending(self) -> list[tuple[str, bytes, int, bool]]:
+        """What the broker has not acknowledged (oldest first); call after stop()."""
+        with self.lock:
+            return list(self.unacked.values()) + list(self.buffer)
+
     def stop(self, timeout: float = 3.0) -> None:
-        """Publish `offline` (retained), then disconnect cleanly."""
+        """Give in-flight messages up to `timeout` to be acknowledged, publish `offline`
+        (retained), then disconnect cleanly."""
         self.stopping = True
+        end = time.monotonic() + timeout
+        while self.connected.is_set() and (self.buffer or self.unacked) and time.monotonic() < end:
+            time.sleep(0.02)
         if self.connected.is_set():
             info = self.client.publish(self.available_topic, "offline", qos=1, retain=True)
             try:
@@ -87,15 +121,21 @@ class MqttLink:
             return
         self.connects += 1
         log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
+        if self.buffer_dropped > self._dropped_logged:
+            log.warning("MQTT: %d results were dropped while the broker was away (buffer of %d full; "
+                        "mqtt.buffer raises it)", self.buffer_dropped - self._dropped_logged, self.cfg.buffer)
+            self._dropped_logged = self.buffer_dropped
         client.publish(self.available_topic, "online", qos=1, retain=True)
         for topic in self.handlers:
             client.subscribe(topic, qos=1)
         with self.lock:
             # first what was sent but never acknowledged, then what waited, all in order
-            resend = [self.unacked.pop(mid) for mid in sorted(self.unacked)] + list(self.buffer)
+            # (insertion order is send order; sorting mids would not be after they wrap at 65535)
+            resend = list(self.unacked.values()) + list(self.buffer)
+            self.unacked.clear()
             self.buffer.clear()
-            for topic, payload, qos, retain in resend:
-                self._send(topic, payload, qos, retain)
+            for msg in resend:
+                self._send(msg)
             self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -112,8 +152,9 @@ class MqttLink:
                 self._early_acks.clear()
             self._early_acks.add(mid)
 
-    def _send(self, topic: str, data: bytes, qos: int, retain: bool) -> bool:
+    def _send(self, msg: tuple[str, bytes, int, bool]) -> bool:
         """Hand to paho (caller holds the lock); QoS>0 messages are tracked until acknowledged."""
+        topic, data, qos, retain = msg
         info = self.client.publish(topic, data, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False
@@ -122,9 +163,9 @@ class MqttLink:
                 self._early_acks.discard(info.mid)
             else:
                 if len(self.unacked) >= max(self.cfg.buffer, 1):
-                    self.unacked.pop(min(self.unacked))
+                    self.unacked.pop(next(iter(self.unacked)))  # the oldest
                     self.buffer_dropped += 1
-                self.unacked[info.mid] = (topic, data, qos, retain)
+                self.unacked[info.mid] = msg
         self.published += 1
         return True
 
@@ -144,7 +185,7 @@ class MqttLink:
         with self.lock:
             if self.connected.is_set() and not self.buffer:
                 if buffer:
-                    if self._send(topic, data, qos, retain):
+                    if self._send((topic, data, qos, retain)):
                         return
                 else:
                     self.client.publish(topic, data, qos=qos, retain=retain)
@@ -152,6 +193,12 @@ class MqttLink:
             if not buffer:
                 return
             if len(self.buffer) >= self.cfg.buffer:
-                self.buffer.popleft()
+                if self.buffer:
+                    self.buffer.popleft()
                 self.buffer_dropped += 1
+                if self.buffer_dropped == self._dropped_logged + 1:  # the first loss of this outage
+                    log.warning("MQTT buffer full (mqtt.buffer=%d) while the broker is away: dropping the oldest "
+                                "results (counted in stats broker.buffer_dropped)", self.cfg.buffer)
+                if not self.cfg.buffer:
+                    return
             self.buffer.append((topic, data, qos, retain))
