@@ -176,6 +176,8 @@ class SparkplugNode:
             was = self.connected
             self.connected = self.born = False
             self.devices.clear()
+            if self.state_topic:  # a new session waits for the host's STATE again (retained or fresh)
+                self.host_online = False
             if was:
                 # the next connection is a new session: the will and the next NBIRTH carry bdSeq + 1
                 self.bd_seq = (self.bd_seq + 1) % 256

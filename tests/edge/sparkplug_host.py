@@ -48,18 +48,30 @@ def command(name: str, datatype: int, value) -> bytes:
 class Host:
     """Records every message under spBv1.0/<group>/# in arrival order, decoded."""
 
-    def __init__(self, group: str, node: str):
-        self.group, self.node = group, node
+    def __init__(self, group: str, node: str, port: int = 1883, host_id: str | None = None):
+        """With host_id it behaves as a primary host: STATE offline as its will, STATE online
+        (retained, a fresh timestamp) after subscribing on every connect."""
+        self.group, self.node, self.host_id = group, node, host_id
         self.msgs: list[tuple[str, str | None, Payload]] = []  # (kind, device, payload)
         self.lock = threading.Lock()
-        ready = threading.Event()
+        self.ready = threading.Event()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"host-{uuid.uuid4().hex[:8]}")
+        if host_id:
+            self.c.will_set(f"spBv1.0/STATE/{host_id}", json.dumps({"online": False, "timestamp": int(time.time() * 1000)}),
+                            qos=1, retain=True)
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(f"spBv1.0/{group}/#", qos=1)
-        self.c.on_subscribe = lambda *a: ready.set()
+        self.c.on_subscribe = self._subscribed
         self.c.on_message = self._on
-        self.c.connect("127.0.0.1", 1883)
+        self.c.reconnect_delay_set(0.2, 1)
+        self.c.connect("127.0.0.1", port)
         self.c.loop_start()
-        assert ready.wait(10), "test host could not subscribe"
+        assert self.ready.wait(10), "test host could not subscribe"
+
+    def _subscribed(self, *a):
+        if self.host_id:
+            self.c.publish(f"spBv1.0/STATE/{self.host_id}",
+                           json.dumps({"online": True, "timestamp": int(time.time() * 1000)}), qos=1, retain=True)
+        self.ready.set()
 
     def _on(self, c, u, m):
         parts = m.topic.split("/")  # spBv1.0/group/KIND/node[/device]

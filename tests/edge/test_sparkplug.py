@@ -6,9 +6,11 @@ Every Sparkplug message is decoded by tests/edge/sparkplug_host.py (an independe
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 
@@ -185,3 +187,52 @@ def test_camera_lost_gives_ddeath_then_dbirth(small_model, bottle, tmp_path):
     assert statuses[-1] == "online"
     host.check_session()
     host.close()
+
+
+def _broker(port: int, tmp_path) -> subprocess.Popen:
+    """A private Mosquitto without persistence: after a restart it holds no retained STATE."""
+    conf = tmp_path / "mosq.conf"
+    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n")
+    b = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return b
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("private mosquitto did not start")
+
+
+def test_broker_restart_rebirths_with_next_bdseq_then_history(small_model, replay, tmp_path):
+    port = _free_port()
+    broker = _broker(port, tmp_path)
+    prefix = new_prefix()
+    host_id = f"scada-{prefix}"
+    host = Host(prefix, "n1", port=port, host_id=host_id)  # a primary host: STATE online on every connect
+    cams = [{"name": "cam", "source": str(replay), "model": str(small_model), "fps": 5, "loop": True}]
+    cfg = write_config(tmp_path / "d.yaml", prefix, cams, port=port,
+                       sparkplug={"group_id": prefix, "edge_node_id": "n1", "primary_host_id": host_id})
+    p = start_daemon(cfg)
+    try:
+        assert host.wait_for(lambda: len(_fails(host, "cam")) >= 3, 120), p.diagnose()
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(10)
+        time.sleep(2.5)  # the camera keeps inspecting: results are kept for after the rebirth
+        broker = _broker(port, tmp_path)
+        assert host.wait_for(lambda: len(host.of("NBIRTH")) == 2 and host.of("DDATA")
+                             and host.msgs[-1][0] == "DDATA", 60), p.diagnose()
+        assert host.wait_for(lambda: any(metrics(d)["Inspection/Fail"][2] for d in host.of("DDATA")), 10)
+    finally:
+        p.stop()
+        host.close()
+        broker.terminate()
+        broker.wait(10)
+    first, second = (metrics(b)["bdSeq"][1] for b in host.of("NBIRTH"))
+    assert second == (first + 1) % 256  # a new connection: the next bdSeq
+    after = [k for k, _, _ in host.msgs[[k for k, _, _ in host.msgs].index("NBIRTH", 1):]]
+    assert after[:2] == ["NBIRTH", "DBIRTH"]  # births first, then the kept results
+    kept = [metrics(d) for d in host.of("DDATA") if metrics(d).get("Inspection/Fail", (0, 0, False))[2]]
+    ids = [m["Inspection/Frame Id"][1] for m in kept]
+    assert ids == sorted(ids) and len(ids) >= 3
+    host.check_session()
