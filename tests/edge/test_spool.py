@@ -42,3 +42,17 @@ def test_state_dir_run_counter_and_lock(tmp_path):
     with pytest.raises(ConfigError, match="not a run counter"):
         b.next_run_id()
     b.close()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="cannot be created or written"):
+        StateDir(tmp_path / "file" / "s")
+
+
+def test_inspection_errors_are_counted_with_the_last_one_and_its_age():
+    from edge.stats import CameraStats
+
+    s = CameraStats()
+    assert (s.snapshot()["errors"], s.snapshot()["last_error"], s.snapshot()["last_error_s"]) == (0, None, None)
+    s.error("ValueError: a")
+    s.error("ValueError: b")
+    snap = s.snapshot()
+    assert snap["errors"] == 2 and snap["last_error"] == "ValueError: b" and 0 <= snap["last_error_s"] < 5
