@@ -107,6 +107,19 @@ def test_web_is_off_by_default_and_refuses_an_open_network_bind(tmp_path):
         cfg.web.token()
 
 
+def test_a_port_in_use_leaves_inspection_running_without_the_page(caplog):
+    from edge import web
+    from edge.web.config import WebConfig
+    from edge.web.server import WebServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = WebServer(WebConfig(enabled=True, port=taken.getsockname()[1]), daemon=None)
+        assert web.start(server) is False
+    assert "station page not started" in caplog.text and "web.port" in caplog.text
+
+
 # -- HTTP ------------------------------------------------------------------------------
 def test_token_binding_and_read_only(station):
     base = station["base"]
@@ -161,6 +174,20 @@ def test_api_snapshot_heatmap_history_failures_versions(station):
     assert fails and all(_expected(f["frame_id"]) == "fail" and f["normalised_score"] > 1 for f in fails)
     thumb = _get(f"{station['base']}{fails[0]['thumb']}", TOKEN, raw=True)[1]
     assert max(cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_COLOR).shape[:2]) == 200
+    # MJPEG for an HMI: parts are whole JPEGs of successive frames
+    with socket.create_connection(("127.0.0.1", station["port"]), timeout=20) as s:
+        s.sendall(f"GET /api/cameras/side/stream.mjpg?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        buf, parts = b"", []
+        while len(parts) < 2:
+            buf += s.recv(65536)
+            start = buf.find(b"\xff\xd8")
+            end = buf.find(b"\xff\xd9", start)  # cv2's JPEGs carry no embedded thumbnail
+            if 0 <= start < end:
+                parts.append(buf[start:end + 2])
+                buf = buf[end + 2:]
+    frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in parts]
+    assert all(f is not None and f.shape == (800, 800, 3) for f in frames)
+    assert np.abs(frames[0].astype(int) - frames[1].astype(int)).mean() > 1
     versions = _get(f"{base}/versions", TOKEN)[1]
     assert versions["active"] == "v0001" and versions["versions"][0]["active"]
     station_json = _get(f"{station['base']}/api/station", TOKEN)[1]
@@ -182,20 +209,27 @@ def test_a_client_that_never_reads_does_not_stall_a_camera(station):
     half = socket.create_connection(("127.0.0.1", station["port"]))
     half.sendall(b"GET /api/station HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
     stalled.append(half)
+    stream = f"{base}/api/cameras/line/stream.mjpg"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        time.sleep(1.0)
+        end = time.monotonic() + 10  # both stream slots taken by clients that never read
+        while _status(stream, headers=auth) != 503:
+            assert time.monotonic() < end, "a third stream was served beside two stalled ones (max_streams 2)"
+            time.sleep(0.2)
         n0 = len(sub.of("line/result"))
-        t0 = time.monotonic()
         time.sleep(6.0)
-        got = len(sub.of("line/result")) - n0
-        rate = got / (time.monotonic() - t0)
-        assert rate > 3 * 0.6, f"camera line slowed to {rate:.2f} results/s with stalled viewers (3/s configured)"
+        new = sub.json_of("line/result")[n0:]
+        # a stalled camera would publish nothing; a loaded 2-core CI machine still does ~2/s
+        assert len(new) >= 4, f"camera line published {len(new)} results in 6 s with stalled viewers"
+        assert [r["frame_id"] for r in new] == list(range(new[0]["frame_id"], new[0]["frame_id"] + len(new)))
         t = time.monotonic()
         assert _get(f"{base}/api/station", TOKEN)[1]["cameras"]["line"]["status"]["camera"] == "online"
-        assert time.monotonic() - t < 3
-        assert _status(f"{base}/api/cameras/line/stream.mjpg", headers={"Authorization": f"Bearer {TOKEN}"}) == 503
-        ids = [r["frame_id"] for r in sub.json_of("line/result")]
-        assert ids == sorted(ids)
+        assert time.monotonic() - t < 3, "the page answered slowly beside stalled clients"
+        # the server drops a client that stopped reading (socket timeout 10 s) and frees its slot
+        end = time.monotonic() + 40
+        while _status(stream, headers=auth) != 200:
+            assert time.monotonic() < end, "stalled stream clients were never dropped"
+            time.sleep(1.0)
     finally:
         for s in stalled:
             s.close()

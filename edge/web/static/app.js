@@ -35,6 +35,7 @@ function liveLoop(camera, img, badge, score, heatmapBox, fps) {
   let url = null;
   async function tick() {
     const hm = heatmapBox && heatmapBox.checked ? 1 : 0;
+    if (document.hidden) { setTimeout(tick, 1000); return; }  // nobody looks: the daemon encodes nothing
     try {
       const r = await fetch(`/api/cameras/${enc(camera)}/snapshot.jpg?heatmap=${hm}`, { cache: "no-store" });
       if (r.status === 200) {
@@ -47,7 +48,7 @@ function liveLoop(camera, img, badge, score, heatmapBox, fps) {
                    r.headers.get("X-Frame-Id"));
       }
     } catch (e) { /* daemon restarting: try again */ }
-    setTimeout(tick, 1000 / fps);
+    setTimeout(tick, 1000 / (typeof fps === "function" ? fps() : fps));
   }
   tick();
 }
@@ -218,8 +219,9 @@ function cameraPage() {
         el("td", {}, typeof x.backbone === "string" ? x.backbone : JSON.stringify(x.backbone ?? "–")),
         el("td", {}, x.active ? "active" : ""))));
   }
-  getJSON("/api/station").then(s => liveLoop(name, img, badge, score, heatmapBox, s.live_fps || LIVE_FPS_DEFAULT))
-    .catch(() => liveLoop(name, img, badge, score, heatmapBox, LIVE_FPS_DEFAULT));
+  let fps = LIVE_FPS_DEFAULT;  // the first frame is asked for at once; the configured rate follows
+  liveLoop(name, img, badge, score, heatmapBox, () => fps);
+  getJSON("/api/station").then(s => { fps = s.live_fps || LIVE_FPS_DEFAULT; }).catch(() => {});
   refresh(); history(); failures(); versions();
   setInterval(refresh, 1000); setInterval(history, 1000); setInterval(failures, 2000); setInterval(versions, 10000);
 }

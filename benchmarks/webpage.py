@@ -1,0 +1,147 @@
+"""What the station page costs the daemon, and how fast it loads; prints markdown tables.
+
+    .venv/bin/python benchmarks/webpage.py --model out/model [--seconds 30] [--rounds 2]
+
+The latency run of benchmarks/daemon.py (one camera replaying the bottle test images at
+20 frames/s, heatmap JPEG every frame, frame-to-published-result latency counted by a real
+subscriber), alternately with the page off and with the page on and one headless Chromium
+(Debian's chromium + chromedriver) watching that camera's page (live view, chart, failure
+strip, all polling). Rounds alternate so machine noise hits both alike. The browser runs on
+this machine too, so on a small CPU its own rendering competes with inspection: a browser on
+another machine (the usual case) costs the daemon less than this shows.
+
+Page load: the camera page opened afresh `--loads` times with the daemon running: navigation
+timing (HTML received, DOMContentLoaded, load event) and the first live frame decoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge.config import DaemonConfig  # noqa: E402
+from edge.daemon import Daemon  # noqa: E402
+from tests.edge.mqtt_helpers import Collector  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        sys.exit("chromium + chromium-driver are needed (scripts/ensure-chromium installs them)")
+    o = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400",
+              "--disable-gpu", "--no-first-run"):
+        o.add_argument(a)
+    o.binary_location = chromium
+    return webdriver.Chrome(service=Service(driver), options=o)
+
+
+FIRST_FRAME = """const done = arguments[arguments.length - 1];
+const img = document.getElementById('live');
+(function poll() { if (img.naturalWidth > 0) done(performance.now()); else setTimeout(poll, 5); })();"""
+
+
+def page_loads(url: str, n: int) -> dict[str, float]:
+    d = browser()
+    rows = []
+    try:
+        d.get(url)  # warm: the first start of Chromium is not the page's cost
+        for _ in range(n):
+            d.get("about:blank")
+            d.get(url)
+            first = d.execute_async_script(FIRST_FRAME)
+            nav = d.execute_script("const n = performance.getEntriesByType('navigation')[0];"
+                                   "return [n.responseEnd, n.domContentLoadedEventEnd, n.loadEventEnd];")
+            rows.append([*nav, first])
+    finally:
+        d.quit()
+    cols = ("HTML received", "DOMContentLoaded", "load event", "first live frame shown")
+    return {c: statistics.median(r[i] for r in rows) for i, c in enumerate(cols)}
+
+
+def run(model: Path, source: Path, seconds: float, web: bool, loads: int = 0) -> dict:
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    cfg = DaemonConfig.model_validate({
+        "mqtt": {"prefix": prefix, "client_id": prefix, "buffer": 100000}, "stats_interval_s": 1.0,
+        "cameras": [{"name": "cam0", "source": str(source), "model": str(model), "fps": 20, "loop": True,
+                     "heatmap": {"mode": "every", "max_side": 320}}],
+        "web": {"enabled": web, "port": port}})
+    sub = Collector(prefix, keep_heatmaps=False, count_only=True)
+    d = Daemon(cfg)
+    t = threading.Thread(target=d.run)
+    t.start()
+    watcher, load = None, {}
+    try:
+        time.sleep(2.0)  # model warm-up is not what is compared
+        if web:
+            url = f"http://127.0.0.1:{port}/camera/cam0"
+            if loads:
+                load = page_loads(url, loads)
+            watcher = browser()
+            watcher.get(url)
+        n0 = len(sub.latencies)
+        time.sleep(seconds)
+        lat = list(sub.latencies)[n0:]
+    finally:
+        if watcher is not None:
+            watcher.quit()
+        d.request_stop()
+        t.join()
+        sub.close()
+    return {"latency": lat, "load": load}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--source", type=Path,
+                    default=Path(__file__).resolve().parents[2] / "shared/data/mvtec/bottle/test/broken_large")
+    ap.add_argument("--seconds", type=float, default=30, help="measured seconds of each run")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating page-off / page-on rounds")
+    ap.add_argument("--loads", type=int, default=5, help="page loads timed (first page-on round)")
+    a = ap.parse_args()
+    rows = {False: [], True: []}
+    load = {}
+    for i in range(a.rounds):
+        for web in (False, True):
+            r = run(a.model, a.source, a.seconds, web, loads=a.loads if web and i == 0 else 0)
+            rows[web].append(r["latency"])
+            load = load or r["load"]
+    print(f"\nOne camera, 20 frames/s, heatmap JPEG every frame; {a.rounds} alternating rounds of {a.seconds:.0f} s\n")
+    print("| page | results | p50 ms | p99 ms | p50 per round |")
+    print("|---|---|---|---|---|")
+    for web in (False, True):
+        lat = np.concatenate([np.array(x) for x in rows[web]])
+        per = ", ".join(f"{np.percentile(x, 50):.1f}" for x in rows[web])
+        print(f"| {'on, one Chromium watching' if web else 'off'} | {len(lat)} | {np.percentile(lat, 50):.1f} | "
+              f"{np.percentile(lat, 99):.1f} | {per} |")
+    if load:
+        print(f"\nCamera page load on localhost (median of {a.loads}, ms from navigation start)\n")
+        print("| " + " | ".join(load) + " |")
+        print("|" + "---|" * len(load))
+        print("| " + " | ".join(f"{v:.0f}" for v in load.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
