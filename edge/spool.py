@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SPOOL_FILE = "spool.jsonl"
 FORMAT = 1
 MAX_PAYLOAD = 1 << 20  # a result is ~300 bytes; anything near this is not ours
+MAX_LINE = MAX_PAYLOAD * 4 // 3 + 4096  # base64 payload + topic and keys: memory per line stays bounded
 
 Message = tuple[str, bytes, int, bool]  # topic, payload, qos, retain
 
@@ -87,19 +88,27 @@ def load_spool(state_dir: Path, prefix: str, max_messages: int) -> tuple[list[Me
     dropped = 0
     try:
         with open(path, "rb") as f:
-            header = json.loads(f.readline(4096) or b"null")
+            try:
+                header = json.loads(f.readline(4096) or b"null")
+            except RecursionError as e:
+                raise ValueError("header nested too deeply") from e
             if not isinstance(header, dict) or header.get("spool") != FORMAT:
                 raise ValueError(f"not a spool of format {FORMAT}")
-            dropped = header.get("dropped", 0) if isinstance(header.get("dropped"), int) else 0
-            for n, line in enumerate(f, start=2):
+            d = header.get("dropped", 0)
+            dropped = d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else 0
+            n = 1
+            while line := f.readline(MAX_LINE):
+                n += 1
+                if not line.endswith(b"\n") and len(line) == MAX_LINE:
+                    raise ValueError(f"line {n}: longer than {MAX_LINE} bytes")
                 if len(msgs) >= max_messages:
-                    dropped += 1 + sum(1 for _ in f)
+                    dropped += 1 + sum(c.count(b"\n") for c in iter(lambda: f.read(1 << 20), b""))
                     log.warning("spool %s holds more than mqtt.buffer=%d messages; dropped the rest", path,
                                 max_messages)
                     break
                 try:
                     msgs.append(_message(line, prefix))
-                except (ValueError, KeyError, TypeError, binascii.Error) as e:
+                except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as e:
                     raise ValueError(f"line {n}: {e}") from e
     except (OSError, ValueError) as e:
         corrupt = path.with_name("spool.corrupt")

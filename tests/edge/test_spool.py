@@ -28,6 +28,16 @@ def test_spool_file_bounds_and_hostile_content(tmp_path):
     assert len(got) == 2 and (tmp_path / "spool.corrupt").is_file() and not (tmp_path / SPOOL_FILE).exists()
     (tmp_path / SPOOL_FILE).write_text("not json\n")
     assert load_spool(tmp_path, "p", 100) == ([], 0)
+    # nesting and line length cannot exhaust the stack or memory: the lines before are replayed
+    write_spool(tmp_path, msgs[:1], 100, 10**6)
+    with open(tmp_path / SPOOL_FILE, "ab") as f:
+        f.write(b"[" * 200000 + b"\n" + b"x" * (3 << 20) + b"\n")
+    got, _ = load_spool(tmp_path, "p", 100)
+    assert len(got) == 1
+    write_spool(tmp_path, msgs[:1], 100, 10**6)
+    with open(tmp_path / SPOOL_FILE, "ab") as f:
+        f.write(b"x" * (3 << 20) + b"\n")
+    assert len(load_spool(tmp_path, "p", 100)[0]) == 1
 
 
 def test_state_dir_run_counter_and_lock(tmp_path):
