@@ -15,7 +15,9 @@ def attach_outputs(daemon) -> list:
     if cfg.sparkplug is not None:
         from .sparkplug import SparkplugNode
 
-        daemon.sparkplug = SparkplugNode(cfg.sparkplug, cfg.mqtt, daemon.workers, daemon.recalibrators)
+        state = getattr(daemon, "state", None)  # the state dir keeps bdSeq across restarts
+        daemon.sparkplug = SparkplugNode(cfg.sparkplug, cfg.mqtt, daemon.workers, daemon.recalibrators,
+                                         state_dir=state.path if state is not None else None)
         outs.append(daemon.sparkplug)
     if cfg.prometheus is not None:
         from .metrics import PromMetrics

@@ -11,7 +11,9 @@ the broker is away. The session logic below is small and follows Sparkplug 3.0:
 
 - bdSeq: the NDEATH will carries it and the NBIRTH repeats it; it goes up by one for each
   new connection (will re-set in on_disconnect, before paho reconnects). A rebirth on the
-  same connection keeps it, because the will the broker holds has not changed.
+  same connection keeps it, because the will the broker holds has not changed. It is kept
+  in the state dir, so a restarted daemon continues from the last value: a host must not
+  mistake the late will of the killed process for the death of the new session.
 - seq: NBIRTH has 0; every later DBIRTH/DDATA/DDEATH of the node takes the next value, 255
   wraps to 0.
 - NBIRTH, then a DBIRTH per live camera, before any DDATA. Results produced while the broker
@@ -40,6 +42,7 @@ import logging
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -52,12 +55,14 @@ except ImportError as e:  # pragma: no cover - depends on the install
                       "'pip install --no-deps pysparkplug==0.6.1' (see README, Sparkplug B)") from e
 
 from .config import MqttConfig, SparkplugConfig
+from .modeldir import atomic_write_bytes
 from .mqtt_link import make_client
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "spBv1.0"
 DEAD = ("offline", "ended", "stopped")  # capture states in which a camera is not a live device
+BDSEQ_FILE = "sparkplug_bdseq"
 REBIRTH = "Node Control/Rebirth"
 TRIGGER = "Device Control/Trigger"
 
@@ -89,8 +94,9 @@ class SparkplugNode:
     `recalibrators` camera name -> Recalibrator (read-only here, except a DCMD trigger)."""
 
     def __init__(self, cfg: SparkplugConfig, mqtt_cfg: MqttConfig, workers: dict, recalibrators: dict,
-                 poll_s: float = 0.2):
+                 state_dir: Path | None = None, poll_s: float = 0.2):
         self.cfg, self.workers, self.recalibrators, self.poll_s = cfg, workers, recalibrators, poll_s
+        self.bd_seq_file = Path(state_dir) / BDSEQ_FILE if state_dir else None
         self.max_buffer = mqtt_cfg.buffer
         base = f"{NAMESPACE}/{cfg.group_id}"
         self.topics = {kind: f"{base}/{kind}/{cfg.edge_node_id}" for kind in ("NBIRTH", "NDEATH", "NCMD")}
@@ -98,7 +104,7 @@ class SparkplugNode:
                                                                                          "DCMD")}
         self.state_topic = f"{NAMESPACE}/STATE/{cfg.primary_host_id}" if cfg.primary_host_id else None
         self.lock = threading.RLock()  # seq order = publish order, across camera, watcher and paho threads
-        self.bd_seq = 0
+        self.bd_seq = self._next_bd_seq()
         self.seq = 0
         self.connected = False
         self.host_online = self.state_topic is None
@@ -147,6 +153,27 @@ class SparkplugNode:
         if self.watcher.is_alive():
             self.watcher.join(timeout=2)
 
+    def _next_bd_seq(self) -> int:
+        """The last bdSeq of the previous run + 1 (0 on a first start), saved for the next one."""
+        last = -1
+        if self.bd_seq_file is not None and self.bd_seq_file.is_file():
+            text = self.bd_seq_file.read_text(errors="replace").strip()
+            if text.isdigit() and int(text) < 256:
+                last = int(text)
+            else:
+                log.warning("Sparkplug: %s holds %r, not a bdSeq (0-255); starting at 0", self.bd_seq_file, text[:20])
+        bd_seq = (last + 1) % 256
+        self._save_bd_seq(bd_seq)
+        return bd_seq
+
+    def _save_bd_seq(self, bd_seq: int) -> None:
+        if self.bd_seq_file is None:
+            return
+        try:
+            atomic_write_bytes(self.bd_seq_file, b"%d\n" % bd_seq)
+        except OSError as e:  # inspection goes on; only a restart may then repeat a bdSeq
+            log.warning("Sparkplug: cannot save bdSeq to %s (%s)", self.bd_seq_file, e.strerror)
+
     def _ndeath(self) -> bytes:
         return NDeath(timestamp=now_ms(), bd_seq_metric=Metric(
             timestamp=now_ms(), name="bdSeq", datatype=DataType.INT64, value=self.bd_seq)).encode()
@@ -181,6 +208,7 @@ class SparkplugNode:
             if was:
                 # the next connection is a new session: the will and the next NBIRTH carry bdSeq + 1
                 self.bd_seq = (self.bd_seq + 1) % 256
+                self._save_bd_seq(self.bd_seq)
                 self._set_will()
         if not self.stopping.is_set():
             log.warning("Sparkplug: disconnected (%s); reconnecting", reason_code)

@@ -154,12 +154,15 @@ def test_primary_host_state_buffered_history_and_will_on_kill(small_model, repla
         p.send_signal(signal.SIGKILL)  # the broker delivers the NDEATH will
         p.wait(10)
         assert host.wait_for(lambda: len(host.of("NDEATH")) == 2, 10)
+        p = start_daemon(cfg)  # same state dir: bdSeq goes on from the killed run's
+        assert host.wait_for(lambda: len(host.of("NBIRTH")) == 3, 120), p.diagnose()
     finally:
         p.stop()
         host.c.publish(f"spBv1.0/STATE/{host_id}", b"", qos=1, retain=True).wait_for_publish(5)
-    births = host.of("NBIRTH")
-    assert metrics(births[0])["bdSeq"][1] == metrics(births[1])["bdSeq"][1]  # same connection
-    assert metrics(host.of("NDEATH")[-1])["bdSeq"][1] == metrics(births[-1])["bdSeq"][1]
+    births = [metrics(b)["bdSeq"][1] for b in host.of("NBIRTH")]
+    assert births[0] == births[1]  # a rebirth on the same connection
+    assert metrics(host.of("NDEATH")[1])["bdSeq"][1] == births[1]  # the will of the killed daemon
+    assert births[2] == (births[1] + 1) % 256
     host.check_session()
     host.close()
     sub.close()
