@@ -65,6 +65,10 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily("patchcore_sparkplug_online", "1 while the Sparkplug node is born",
                                     value=1.0 if sp.born else 0.0)
             yield CounterMetricFamily("patchcore_sparkplug_births", "Sparkplug NBIRTHs sent", value=sp.births)
+            yield GaugeMetricFamily("patchcore_sparkplug_buffered", "results kept for the next Sparkplug birth",
+                                    value=len(sp.buffer))
+            yield CounterMetricFamily("patchcore_sparkplug_buffer_dropped", "kept results dropped (mqtt.buffer full)",
+                                      value=sp.buffer_dropped)
 
 
 class PromMetrics:

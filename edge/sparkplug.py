@@ -156,8 +156,11 @@ class SparkplugNode:
     def _next_bd_seq(self) -> int:
         """The last bdSeq of the previous run + 1 (0 on a first start), saved for the next one."""
         last = -1
-        if self.bd_seq_file is not None and self.bd_seq_file.is_file():
-            text = self.bd_seq_file.read_text(errors="replace").strip()
+        if self.bd_seq_file is not None and self.bd_seq_file.exists():
+            try:
+                text = self.bd_seq_file.read_text(errors="replace").strip()
+            except OSError as e:
+                text = f"(unreadable: {e.strerror})"
             if text.isdigit() and int(text) < 256:
                 last = int(text)
             else:
@@ -205,7 +208,7 @@ class SparkplugNode:
             self.devices.clear()
             if self.state_topic:  # a new session waits for the host's STATE again (retained or fresh)
                 self.host_online = False
-            if was:
+            if was and not self.stopping.is_set():
                 # the next connection is a new session: the will and the next NBIRTH carry bdSeq + 1
                 self.bd_seq = (self.bd_seq + 1) % 256
                 self._save_bd_seq(self.bd_seq)
@@ -294,10 +297,17 @@ class SparkplugNode:
         return tuple(Metric(timestamp=ts, name=k, datatype=types[k], value=v, is_historical=historical)
                      for k, v in values)
 
-    def _send(self, topic: str, payload: bytes) -> None:
+    def _send(self, topic: str, payload: bytes) -> bool:
         info = self.client.publish(topic, payload, qos=0)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.debug("Sparkplug: publish on %s failed (rc %s); the reconnect re-births", topic, info.rc)
+            return False
+        return True
+
+    def _lost(self) -> None:
+        """paho refused a publish (connection gone): keep results until the births of the next session."""
+        self.born = False
+        self.devices.clear()
 
     def _birth(self) -> None:
         """NBIRTH (seq 0), a DBIRTH per live camera, then what was buffered, in order."""
@@ -314,13 +324,16 @@ class SparkplugNode:
             self._refresh(name, dropped=True)
         pending = {name for name, _, _ in self.buffer}
         for name in self.workers:
-            if self.last[name]["Camera/Status"] not in DEAD or name in pending:
+            if self._alive(name) or name in pending:
                 self._dbirth(name)
         while self.buffer:
-            name, t, values = self.buffer.popleft()
-            self._ddata(name, values, t, historical=True)
+            name, t, values = self.buffer[0]
+            if not self._ddata(name, values, t, historical=True):
+                self._lost()
+                return
+            self.buffer.popleft()
         for name in list(self.devices):  # born only to carry its buffered results
-            if self.last[name]["Camera/Status"] in DEAD:
+            if not self._alive(name):
                 self._ddeath(name)
 
     def _dbirth(self, name: str) -> None:
@@ -332,9 +345,9 @@ class SparkplugNode:
                    DBirth(timestamp=ts, seq=self._next_seq(), metrics=metrics).encode(include_dtypes=True))
         self.devices.add(name)
 
-    def _ddata(self, name: str, values: list, ts: int, historical: bool = False) -> None:
+    def _ddata(self, name: str, values: list, ts: int, historical: bool = False) -> bool:
         payload = DData(timestamp=ts, seq=self._next_seq(), metrics=self._metrics(values, ts, historical))
-        self._send(self.device_topic["DDATA"] + name, payload.encode(include_dtypes=True))
+        return self._send(self.device_topic["DDATA"] + name, payload.encode(include_dtypes=True))
 
     def _ddeath(self, name: str) -> None:
         self._send(self.device_topic["DDEATH"] + name, DDeath(timestamp=now_ms(), seq=self._next_seq()).encode())
@@ -352,6 +365,13 @@ class SparkplugNode:
         changed = [(k, v) for k, v in now.items() if last[k] != v]
         last.update(now)
         return changed
+
+    def _alive(self, name: str) -> bool:
+        """A live device: its capture runs; an ended replay stays alive until its last frame is judged."""
+        status = self.last[name]["Camera/Status"]
+        if status == "ended":
+            return self.workers[name].is_alive()
+        return status not in DEAD
 
     def on_result(self, camera: str, result: dict) -> None:
         """Per-result hook (camera worker thread): DDATA now, or kept until the next birth."""
@@ -373,13 +393,16 @@ class SparkplugNode:
                     self._refresh(camera, dropped=True)
                     self._dbirth(camera)
                     return  # the DBIRTH carries this result
-                self._ddata(camera, values, ts)
+                if self._ddata(camera, values, ts):
+                    return
+                self._lost()
+            if not self.max_buffer:
+                self.buffer_dropped += 1
                 return
             if len(self.buffer) >= self.max_buffer:
                 self.buffer.popleft()
                 self.buffer_dropped += 1
-            if self.max_buffer:
-                self.buffer.append((camera, ts, values))
+            self.buffer.append((camera, ts, values))
 
     def _watch(self) -> None:
         """Camera up/down -> DBIRTH/DDEATH; status, model and recalibration changes -> DDATA."""
@@ -389,7 +412,7 @@ class SparkplugNode:
                     changed = self._refresh(name)
                     if not self.born:
                         continue
-                    alive = self.last[name]["Camera/Status"] not in DEAD
+                    alive = self._alive(name)
                     if alive and name not in self.devices:
                         self._dbirth(name)
                     elif not alive and name in self.devices:
