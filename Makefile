@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= $(abspath $(firstword $(wildcard ../shared/data/mvtec/bottle /work/shared/data/mvtec/bottle)))
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv wheel-check clean
 
 $(STAMP): requirements-ci.txt requirements-nodeps.txt setup.py
 	@# a venv whose creation was interrupted has python but no pip: make it again
@@ -37,6 +37,11 @@ test: $(STAMP)
 	./scripts/ensure-mosquitto
 	./scripts/ensure-chromium
 	PATCHCORE_DATA=$(DATA) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+# The wheel round trip (CI): build the wheel, install it non-editable into a fresh venv and run
+# --help, calibrate and install-service from outside the source tree (scripts/wheel-check).
+wheel-check: $(STAMP)
+	DATA=$(DATA) PY=$(abspath $(BIN))/python ./scripts/wheel-check
 
 clean:
 	rm -rf $(VENV) out

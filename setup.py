@@ -6,7 +6,7 @@ setup(
     description="Always-on PatchCore visual inspection for factory cameras: calibrate, export, edge daemon",
     python_requires=">=3.10",  # 3.10+: subprocess uses vfork (see edge.recalibrate.start_child)
     packages=find_packages(include=["edge", "edge.*", "calibrate", "calibrate.*", "export", "export.*",
-                                    "cli", "cli.*"]),
+                                    "patchcore_edge"]),
     # Loose ranges so a Jetson can use JetPack's own torch/torchvision/OpenCV builds;
     # requirements-ci.txt pins the versions CI and the demo use on x86-64.
     install_requires=[
@@ -38,6 +38,10 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.16", "faiss-gpu-cu12>=1.8", "tensorrt>=8.6"],
         "test": ["pytest>=7", "scikit-image>=0.21", "jsonschema>=4", "selenium>=4.20"],
     },
-    package_data={"edge.web": ["static/*"]},  # the station page ships inside the package
-    entry_points={"console_scripts": ["patchcore-edge=cli.main:main"]},
+    # Files read at run time ship inside the packages (found through importlib.resources):
+    # the station page, and patchcore_edge/{configs,systemd,mqtt-schemas}, links in the source
+    # tree to the top-level configs/, systemd/ and docs/mqtt/ whose files the wheel copies.
+    package_data={"edge.web": ["static/*"],
+                  "patchcore_edge": ["configs/*.yaml", "systemd/*.in", "mqtt-schemas/*.json"]},
+    entry_points={"console_scripts": ["patchcore-edge=patchcore_edge.main:main"]},
 )

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .modeldir import atomic_write_bytes
+from .package_data import data_file
 
 UNIT = "patchcore-edge.service"
-TEMPLATE = Path(__file__).resolve().parent.parent / "systemd" / f"{UNIT}.in"
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "usb-camera.yaml"
+TEMPLATE = data_file("systemd", f"{UNIT}.in")
+EXAMPLE_CONFIG = data_file("configs", "usb-camera.yaml")
 
 
 def render_unit(executable: str, config: str, user: str, state: str) -> str:
@@ -79,6 +80,13 @@ def _ensure_user(user: str) -> str:
     return "created"
 
 
+def installed_command() -> str:
+    """The command that runs this installation: its console script beside the interpreter (a
+    venv's bin/), else this interpreter with -m. Not a PATH search: PATH may lead to another one."""
+    script = Path(sys.executable).with_name("patchcore-edge")
+    return str(script) if script.is_file() else f"{sys.executable} -m patchcore_edge"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("install-service", help="install the systemd unit, config and service user",
                        description="Idempotent station install; re-run after upgrades. Needs root for --root /.")
@@ -89,7 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    exe = shutil.which("patchcore-edge") or f"{sys.executable} -m cli"
+    exe = installed_command()
     for path, what in install(args.root, args.user, exe, args.uninstall).items():
         print(f"{what:8s} {path}")
     if args.root == Path("/") and shutil.which("systemctl"):

@@ -35,7 +35,7 @@ from .preprocess import list_images, read_image
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent  # where `python -m cli` resolves in a source checkout
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m patchcore_edge` resolves in a source checkout
 
 
 class RecalibrationFailed(Exception):
@@ -261,7 +261,7 @@ class Recalibrator:
 
     def _build(self, cmd: Command, train: Path, old: dict) -> Path:
         bb = old["backbone"]
-        args = [sys.executable, "-m", "cli", "calibrate", "--images", str(train), "--output", str(self.root),
+        args = [sys.executable, "-m", "patchcore_edge", "calibrate", "--images", str(train), "--output", str(self.root),
                 "--force", "--no-activate", "--json-progress", "--backbone", bb["name"],
                 "--input-size", str(old["input_size"]),
                 "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),

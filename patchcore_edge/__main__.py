@@ -1,5 +1,6 @@
+"""`python -m patchcore_edge`: the same as the `patchcore-edge` console script."""
 import sys
 
-from cli.main import main
+from patchcore_edge.main import main
 
 sys.exit(main())

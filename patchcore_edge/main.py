@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     import edge.cli_recalibrate
     import edge.cli_run
     import edge.cli_status
+    import edge.cli_threshold
     import edge.install
     import export.cli
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge.cli_run.add_parser(sub)
     edge.cli_recalibrate.add_parser(sub)
     edge.cli_status.add_parser(sub)
+    edge.cli_threshold.add_parser(sub)
     edge.install.add_parser(sub)
     export.cli.add_parser(sub)
     return parser

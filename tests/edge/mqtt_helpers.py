@@ -84,7 +84,7 @@ class DaemonProcess(subprocess.Popen):
 
     def __init__(self, config: Path, env: dict | None = None):
         self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        super().__init__([sys.executable, "-m", "cli", "run", "--config", str(config)], cwd=ROOT,
+        super().__init__([sys.executable, "-m", "patchcore_edge", "run", "--config", str(config)], cwd=ROOT,
                          stdout=self._out, stderr=self._err, text=True, env={**os.environ, **(env or {})})
 
     def communicate(self, input=None, timeout=None):  # noqa: A002 (Popen's signature)

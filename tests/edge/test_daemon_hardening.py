@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 def _status(cfg, *extra):
-    return subprocess.run([sys.executable, "-m", "cli", "status", "--config", str(cfg), "--wait", "1", *extra],
+    return subprocess.run([sys.executable, "-m", "patchcore_edge", "status", "--config", str(cfg), "--wait", "1", *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 

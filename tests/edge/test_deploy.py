@@ -43,7 +43,7 @@ def test_install_is_idempotent_into_a_temp_root(tmp_path):
 
 
 def _status(cfg):
-    return subprocess.run([sys.executable, "-m", "cli", "status", "--config", str(cfg), "--wait", "1"], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "patchcore_edge", "status", "--config", str(cfg), "--wait", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

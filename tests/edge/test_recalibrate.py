@@ -154,7 +154,7 @@ def test_cli_recalibrate_from_an_image_folder(setup, bottle):
     try:
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30)
         folder = bottle / "test/good"
-        r = subprocess.run([sys.executable, "-m", "cli", "recalibrate", "--config", str(cfg), "--camera", "cam",
+        r = subprocess.run([sys.executable, "-m", "patchcore_edge", "recalibrate", "--config", str(cfg), "--camera", "cam",
                             "--images", str(folder), "--timeout", "150"], cwd=ROOT, capture_output=True, text=True,
                            timeout=200)
         assert r.returncode == 0, r.stderr + r.stdout + _why(sub, p)
