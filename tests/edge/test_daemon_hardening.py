@@ -42,8 +42,8 @@ def _free_port() -> int:
 
 
 def _status(cfg, *extra):
-    return subprocess.run([sys.executable, "-m", "patchcore_edge", "status", "--config", str(cfg), "--wait", "1", *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "patchcore_edge", "status", "--config", str(cfg), "--wait", "1",
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def _printed(p) -> list[dict]:

@@ -43,8 +43,8 @@ def test_install_is_idempotent_into_a_temp_root(tmp_path):
 
 
 def _status(cfg):
-    return subprocess.run([sys.executable, "-m", "patchcore_edge", "status", "--config", str(cfg), "--wait", "1"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "patchcore_edge", "status", "--config", str(cfg), "--wait", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_status_on_live_and_dead_daemon(small_model, bottle, tmp_path):

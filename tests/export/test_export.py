@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "patchcore_edge", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "patchcore_edge", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_onnx_export_parity_and_record(small_model, bottle):
