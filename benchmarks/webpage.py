@@ -4,11 +4,14 @@
 
 The latency run of benchmarks/daemon.py (one camera replaying the bottle test images at
 20 frames/s, heatmap JPEG every frame, frame-to-published-result latency counted by a real
-subscriber), alternately with the page off and with the page on and one headless Chromium
-(Debian's chromium + chromedriver) watching that camera's page (live view, chart, failure
-strip, all polling). Rounds alternate so machine noise hits both alike. The browser runs on
-this machine too, so on a small CPU its own rendering competes with inspection: a browser on
-another machine (the usual case) costs the daemon less than this shows.
+subscriber), in alternating rounds (so machine noise hits all alike) with the page
+- off;
+- http: on, with a client making the camera page's requests at its rates (live snapshot
+  4/s, health and chart 1/s, failure list and new thumbnails every 2 s): what serving one
+  viewer costs the daemon itself;
+- browser: on, with one headless Chromium (Debian's chromium + chromedriver) showing the
+  camera page. The browser runs on this machine too, so on a small CPU its rendering
+  competes with inspection; a browser on an operator's PC (the usual case) does not.
 
 Page load: the camera page opened afresh `--loads` times with the daemon running: navigation
 timing (HTML received, DOMContentLoaded, load event) and the first live frame decoded.
@@ -17,12 +20,15 @@ timing (HTML received, DOMContentLoaded, load event) and the first live frame de
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -56,6 +62,37 @@ def browser():
     return webdriver.Chrome(service=Service(driver), options=o)
 
 
+class HttpWatcher(threading.Thread):
+    """The requests the camera page makes, at its rates, without a browser's rendering: what
+    serving one viewer costs the daemon itself."""
+
+    def __init__(self, base: str):
+        super().__init__(daemon=True)
+        self.base, self.halt, self.requests = base, threading.Event(), 0
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.base + path, timeout=10) as r:
+            self.requests += 1
+            return r.read()
+
+    def run(self) -> None:
+        cam, tick, since, seen = "/api/cameras/cam0", 0, 0.0, set()
+        while not self.halt.wait(0.25):  # live view at the default live_fps (4)
+            self.get(f"{cam}/snapshot.jpg")
+            tick += 1
+            if tick % 4 == 0:  # health and chart every second
+                self.get(cam)
+                pts = json.loads(self.get(f"{cam}/history?since={since}"))["points"]
+                since = pts[-1][0] if pts else since
+            if tick % 8 == 0:  # failure strip every 2 s, new thumbnails only
+                for f in json.loads(self.get(f"{cam}/failures"))["failures"]:
+                    if f["id"] not in seen:
+                        seen.add(f["id"])
+                        self.get(f["thumb"])
+            if tick % 40 == 0:
+                self.get(f"{cam}/versions")
+
+
 FIRST_FRAME = """const done = arguments[arguments.length - 1];
 const img = document.getElementById('live');
 (function poll() { if (img.naturalWidth > 0) done(performance.now()); else setTimeout(poll, 5); })();"""
@@ -79,14 +116,17 @@ def page_loads(url: str, n: int) -> dict[str, float]:
     return {c: statistics.median(r[i] for r in rows) for i, c in enumerate(cols)}
 
 
-def run(model: Path, source: Path, seconds: float, web: bool, loads: int = 0) -> dict:
+def run(model: Path, source: Path, seconds: float, web: str, loads: int = 0) -> dict:
+    """web: "off", "browser" (one headless Chromium on the camera page) or "http" (HttpWatcher)."""
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     port = free_port()
+    state = tempfile.mkdtemp(prefix="bench-state-")  # each run its own (a state dir is locked per daemon)
     cfg = DaemonConfig.model_validate({
         "mqtt": {"prefix": prefix, "client_id": prefix, "buffer": 100000}, "stats_interval_s": 1.0,
         "cameras": [{"name": "cam0", "source": str(source), "model": str(model), "fps": 20, "loop": True,
                      "heatmap": {"mode": "every", "max_side": 320}}],
-        "web": {"enabled": web, "port": port}})
+        "web": {"enabled": web != "off", "port": port},
+        **({"state_dir": state} if "state_dir" in DaemonConfig.model_fields else {})})
     sub = Collector(prefix, keep_heatmaps=False, count_only=True)
     d = Daemon(cfg)
     t = threading.Thread(target=d.run)
@@ -94,21 +134,28 @@ def run(model: Path, source: Path, seconds: float, web: bool, loads: int = 0) ->
     watcher, load = None, {}
     try:
         time.sleep(2.0)  # model warm-up is not what is compared
-        if web:
-            url = f"http://127.0.0.1:{port}/camera/cam0"
-            if loads:
-                load = page_loads(url, loads)
+        url = f"http://127.0.0.1:{port}/camera/cam0"
+        if web != "off" and loads:
+            load = page_loads(url, loads)
+        if web == "browser":
             watcher = browser()
             watcher.get(url)
+        elif web == "http":
+            watcher = HttpWatcher(f"http://127.0.0.1:{port}")
+            watcher.start()
         n0 = len(sub.latencies)
         time.sleep(seconds)
         lat = list(sub.latencies)[n0:]
     finally:
-        if watcher is not None:
+        if isinstance(watcher, HttpWatcher):
+            watcher.halt.set()
+            watcher.join()
+        elif watcher is not None:
             watcher.quit()
         d.request_stop()
         t.join()
         sub.close()
+        shutil.rmtree(state, ignore_errors=True)
     return {"latency": lat, "load": load}
 
 
@@ -118,24 +165,26 @@ def main() -> None:
     ap.add_argument("--source", type=Path,
                     default=Path(__file__).resolve().parents[2] / "shared/data/mvtec/bottle/test/broken_large")
     ap.add_argument("--seconds", type=float, default=30, help="measured seconds of each run")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating page-off / page-on rounds")
-    ap.add_argument("--loads", type=int, default=5, help="page loads timed (first page-on round)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each mode")
+    ap.add_argument("--loads", type=int, default=5, help="page loads timed (first browser round)")
+    ap.add_argument("--modes", default="off,http,browser", help="comma list of off, http, browser")
     a = ap.parse_args()
-    rows = {False: [], True: []}
+    modes = a.modes.split(",")
+    rows = {m: [] for m in modes}
     load = {}
     for i in range(a.rounds):
-        for web in (False, True):
-            r = run(a.model, a.source, a.seconds, web, loads=a.loads if web and i == 0 else 0)
-            rows[web].append(r["latency"])
+        for m in modes:
+            r = run(a.model, a.source, a.seconds, m, loads=a.loads if m == "browser" and i == 0 else 0)
+            rows[m].append(r["latency"])
             load = load or r["load"]
+    names = {"off": "off", "http": "on, one viewer's requests (no browser)", "browser": "on, one Chromium watching"}
     print(f"\nOne camera, 20 frames/s, heatmap JPEG every frame; {a.rounds} alternating rounds of {a.seconds:.0f} s\n")
     print("| page | results | p50 ms | p99 ms | p50 per round |")
     print("|---|---|---|---|---|")
-    for web in (False, True):
-        lat = np.concatenate([np.array(x) for x in rows[web]])
-        per = ", ".join(f"{np.percentile(x, 50):.1f}" for x in rows[web])
-        print(f"| {'on, one Chromium watching' if web else 'off'} | {len(lat)} | {np.percentile(lat, 50):.1f} | "
-              f"{np.percentile(lat, 99):.1f} | {per} |")
+    for m in modes:
+        lat = np.concatenate([np.array(x) for x in rows[m]])
+        per = ", ".join(f"{np.percentile(x, 50):.1f}" for x in rows[m])
+        print(f"| {names[m]} | {len(lat)} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 99):.1f} | {per} |")
     if load:
         print(f"\nCamera page load on localhost (median of {a.loads}, ms from navigation start)\n")
         print("| " + " | ".join(load) + " |")

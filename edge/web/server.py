@@ -222,11 +222,11 @@ class StationApp:
         size = bottle.request.query.get("size", "large")
         if size not in ("thumb", "large"):
             bottle.abort(400, "size must be thumb or large")
-        data = w.live.failure_jpeg(fid, size)
+        data = w.live.failure_jpeg(fid, size, lambda f, s: render.failure_jpeg(f, s, self.cfg.jpeg_quality))
         if data is None:
             bottle.abort(404, "no such failure is kept (list them with /failures first)")
         bottle.response.content_type = "image/jpeg"
-        bottle.response.set_header("Cache-Control", "private, max-age=3600")  # a failure's image never changes
+        bottle.response.set_header("Cache-Control", "private, max-age=60")
         return data
 
     def versions(self, name):

@@ -31,7 +31,7 @@ class Latest:
 
 @dataclass
 class Failure:
-    """One failed frame in the ring; its JPEGs are made when first shown, then the frame is let go."""
+    """One failed frame in the ring; its JPEGs are made when first asked for."""
 
     id: int
     result: dict
@@ -52,7 +52,7 @@ class LiveState:
         self._lock = threading.Lock()
         self._cache: dict[tuple, bytes] = {}
         self._cache_seq = 0
-        self._shown: OrderedDict[int, dict[str, bytes]] = OrderedDict()  # failure id -> its JPEGs
+        self._shown: OrderedDict[int, Failure] = OrderedDict()  # failures listed to a page, by id
         self._shown_max = 4 * failures
 
     # -- camera thread ---------------------------------------------------------------
@@ -97,22 +97,33 @@ class LiveState:
             return data
 
     def listed_failures(self, make: Callable[[Failure, str], bytes]) -> list[Failure]:
-        """The ring, newest first, each with its JPEGs made (then its frame is let go). Images
-        of what was listed stay fetchable for a while after the ring moved on (`_shown`), so
-        a page never asks for a failure that vanished between the list and the image."""
+        """The ring, newest first, each with its thumbnail made. A failure listed once stays
+        fetchable for a while after the ring moved on (`_shown`), so a page never asks for an
+        image that vanished between the list and the request. The larger image is made only
+        when someone opens it; a failure that left the ring lets its frame go (it then keeps
+        its thumbnail, and its larger image if one was made), so at most twice `failures`
+        frames per camera are held."""
         items = list(self.failures)[::-1]
+        ring = {f.id for f in items}
         with self._lock:
             for f in items:
-                if f.id not in self._shown:
-                    if f.frame is not None:
-                        f.jpegs = {s: make(f, s) for s in ("thumb", "large")}
-                        f.frame = f.anomaly_map = None  # a few kB per failure from now on
-                    self._shown[f.id] = f.jpegs
+                if "thumb" not in f.jpegs and f.frame is not None:
+                    f.jpegs["thumb"] = make(f, "thumb")
+                self._shown[f.id] = f
+            for fid, f in self._shown.items():
+                if fid not in ring:
+                    f.frame = f.anomaly_map = None
             while len(self._shown) > self._shown_max:
                 self._shown.popitem(last=False)
         return items
 
-    def failure_jpeg(self, fid: int, size: str) -> bytes | None:
+    def failure_jpeg(self, fid: int, size: str, make: Callable[[Failure, str], bytes]) -> bytes | None:
+        """The failure's JPEG in `size` (made now if needed and still possible); None if not kept.
+        A large image asked for after its frame was let go comes back as the thumbnail."""
         with self._lock:
-            jpegs = self._shown.get(fid)
-        return jpegs.get(size) if jpegs else None
+            f = self._shown.get(fid)
+            if f is None:
+                return None
+            if size not in f.jpegs and f.frame is not None:
+                f.jpegs[size] = make(f, size)
+            return f.jpegs.get(size) or f.jpegs.get("thumb")

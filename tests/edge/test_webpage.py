@@ -253,7 +253,7 @@ def _browser():
     return webdriver.Chrome(service=Service(driver), options=o)
 
 
-def _wait(d, js: str, timeout: float = 30, what: str = ""):
+def _wait(d, js: str, timeout: float = 60, what: str = ""):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = d.execute_script(js)
