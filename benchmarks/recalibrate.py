@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edge.daemon  # noqa: E402
 from daemon import CameraLike  # noqa: E402
-from edge.commands import signed  # noqa: E402
+from edge.commands import encode  # noqa: E402
 from edge.config import DaemonConfig  # noqa: E402
 from edge.daemon import Daemon  # noqa: E402
 from tests.edge.mqtt_helpers import Collector  # noqa: E402
@@ -62,9 +62,9 @@ def main() -> None:
     n0, t0 = len(sub.of("cam/result")), time.monotonic()
     time.sleep(10)
     normal = (len(sub.of("cam/result")) - n0) / (time.monotonic() - t0)
-    cmd = signed({"action": "recalibrate", "id": "bench", "frames": a.frames}, secret)
+    cmd = encode({"action": "recalibrate", "id": "bench", "frames": a.frames}, secret, prefix, "cam")
     n1, t1 = len(sub.of("cam/result")), time.monotonic()
-    sub.c.publish(f"{prefix}/cam/recalibrate", json.dumps(cmd), qos=1)
+    sub.c.publish(f"{prefix}/cam/recalibrate", cmd, qos=1)
     ok = sub.wait_for(lambda: (sub.json_of("cam/recalibrate/status") or [{}])[-1].get("state") in ("active", "failed"),
                       a.timeout)
     took = time.monotonic() - t1

@@ -1,4 +1,5 @@
-"""`patchcore-edge recalibrate`: send a signed command to a running daemon and follow it."""
+"""`patchcore-edge recalibrate`: send a signed command (format v2, edge/commands.py) to a
+running daemon and follow it: recalibrate, roll back, cancel, or change the threshold."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ import time
 import uuid
 from pathlib import Path
 
-from .commands import signed
+from .commands import encode
 from .config import load_config
 from .errors import ConfigError, PatchcoreError
 from .mqtt_link import MqttLink
 
-TERMINAL = ("active", "failed")
+TERMINAL = ("active", "failed", "cancelled")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("recalibrate", help="relearn 'good' on a running daemon (or roll back)",
+    p = sub.add_parser("recalibrate", help="relearn 'good' on a running daemon (or roll back, cancel, "
+                                           "change the threshold)",
                        description="Publishes a signed command on <prefix>/<camera>/recalibrate and prints the "
-                                   "status updates until the new model is active or the attempt failed.")
+                                   "status updates until the new model is active or the attempt failed "
+                                   "or was cancelled.")
     p.add_argument("--config", type=Path, required=True, help="the daemon's YAML (broker and secret)")
     p.add_argument("--camera", required=True)
     src = p.add_mutually_exclusive_group()
@@ -29,6 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--images", type=Path, help="use an image folder on the station instead")
     src.add_argument("--rollback", nargs="?", const="", metavar="VERSION",
                      help="roll back to VERSION (default: the one before the current)")
+    src.add_argument("--cancel", action="store_true", help="stop the camera's running recalibration")
+    src.add_argument("--threshold", type=float, metavar="VALUE",
+                     help="a new version with this threshold and the same bank, active from the next frame")
+    src.add_argument("--threshold-scale", type=float, metavar="FACTOR",
+                     help="as --threshold, the current threshold times FACTOR (0.9 = 10%% stricter)")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between collected frames")
     p.add_argument("--bad-images", type=Path, help="known-bad images the new model must reject")
     p.add_argument("--coreset-ratio", type=float)
@@ -46,13 +54,19 @@ def run(args: argparse.Namespace) -> int:
     cmd_id = f"cli-{uuid.uuid4().hex[:8]}"
     if args.rollback is not None:
         fields = {"action": "rollback", "id": cmd_id, "version": args.rollback or None}
+    elif args.cancel:
+        fields = {"action": "cancel", "id": cmd_id}
+    elif args.threshold is not None or args.threshold_scale is not None:
+        fields = {"action": "threshold", "id": cmd_id, "value": args.threshold, "scale": args.threshold_scale}
     elif args.frames or args.images:
         fields = {"action": "recalibrate", "id": cmd_id, "frames": args.frames,
-                  "images": str(args.images.resolve()) if args.images else None, "interval_s": args.interval,
+                  "images": str(args.images.resolve()) if args.images else None,
+                  "interval_s": args.interval or None,
                   "bad_images": str(args.bad_images.resolve()) if args.bad_images else None,
                   "coreset_ratio": args.coreset_ratio}
     else:
-        raise ConfigError("say what to do: --frames N, --images DIR or --rollback [VERSION]")
+        raise ConfigError("say what to do: --frames N, --images DIR, --rollback [VERSION], --cancel, "
+                          "--threshold VALUE or --threshold-scale FACTOR")
     base = f"{cfg.mqtt.prefix}/{args.camera}/recalibrate"
     done = threading.Event()
     outcome: dict = {}
@@ -66,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(msg), flush=True)
             outcome.update(msg)
             done.set()
-        elif msg.get("id") == cmd_id:
+        elif cmd_id in (msg.get("id"), msg.get("cancel_id")):
             print(json.dumps(msg), flush=True)
-            if msg.get("state") in TERMINAL:
+            if msg.get("state") in TERMINAL or msg.get("cancel_id") == cmd_id:
                 outcome.update(msg)
                 done.set()
 
@@ -81,11 +95,14 @@ def run(args: argparse.Namespace) -> int:
         raise PatchcoreError(f"cannot reach the MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}")
     time.sleep(0.3)  # the retained status arrives first; ours follow
     outcome["sent"] = True
-    link.client.publish(base, json.dumps(signed(fields, secret)), qos=1)
+    link.client.publish(base, encode(fields, secret, cfg.mqtt.prefix, args.camera), qos=1)
     ok = done.wait(args.timeout)
     link.client.publish(link.available_topic, b"", retain=True)
     link.stop()
     if not ok:
         print(f"no outcome within {args.timeout:.0f} s; the daemon may be down", file=sys.stderr)
         return 1
-    return 0 if outcome.get("state") == "active" and "rejected" not in outcome else 1
+    if "rejected" in outcome:
+        return 1
+    wanted = "cancelled" if args.cancel else "active"
+    return 0 if outcome.get("state") == wanted else 1

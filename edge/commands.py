@@ -1,14 +1,25 @@
-"""Recalibration commands: parsing, validation and HMAC authorisation.
+"""Station commands (format v2): the signing rule, parsing, validation.
 
-A command is JSON on `<prefix>/<camera>/recalibrate`:
+A command is published on `<prefix>/<camera>/recalibrate`. The MQTT payload is
 
-    {"action": "recalibrate", "id": "op-42", "ts": 1764115200, "frames": 200, "interval_s": 0.0,
-     "images": null, "bad_images": null, "coreset_ratio": null, "hmac": "<hex>"}
-    {"action": "rollback", "id": "op-43", "ts": 1764115300, "version": null, "hmac": "<hex>"}
+    <hmac>\\n<body>
 
-`hmac` is HMAC-SHA256, keyed by the shared secret, over the command without its `hmac`
-field serialised as compact JSON with sorted keys. `ts` (Unix seconds) must be within
-max_age_s of the station's clock, so a captured command cannot be replayed later.
+- `body`: a JSON object, UTF-8, any key order and spacing (it is signed as sent, byte for
+  byte, so nothing is canonicalised), e.g.
+  {"v":2,"station":"factory/line1","camera":"cam1","action":"rollback","id":"op-43","ts":1764115300}
+- `hmac`: HMAC-SHA256 of exactly the body bytes, keyed by the secret file's content without
+  surrounding whitespace, as 64 lowercase hex digits; then one newline byte (0x0A).
+
+The daemon refuses, before any JSON parsing, a payload over MAX_PAYLOAD bytes or whose
+hmac is wrong; it then parses the body once. The body binds the signature to the station
+(`station` = the MQTT prefix), the camera (`camera` = the topic's camera) and the action;
+`ts` (Unix seconds) must be within max_age_s of the station clock and `id` is refused if
+seen before within that window (edge/nonces.py), so a captured command can be replayed
+neither later, nor at once, nor on another camera or station.
+
+Actions: recalibrate (frames | images, interval_s, bad_images, coreset_ratio), rollback
+(version), cancel (stops this camera's running recalibration), threshold (value | scale:
+a new version with the new threshold sharing the bank).
 """
 
 from __future__ import annotations
@@ -16,11 +27,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import re
 import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FORMAT = 2
+MAX_PAYLOAD = 16 * 1024  # bytes; checked before anything else is done with a payload
+_HEX = frozenset(b"0123456789abcdef")
+_CLAIMED_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
 
 
 class CommandError(ValueError):
@@ -28,10 +46,13 @@ class CommandError(ValueError):
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    action: Literal["recalibrate", "rollback"]
-    id: str = Field(min_length=1, max_length=64)
+    v: Literal[2]
+    station: str = Field(min_length=1, max_length=256)
+    camera: str = Field(min_length=1, max_length=128)
+    action: Literal["recalibrate", "rollback", "cancel", "threshold"]
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     ts: float
     frames: int | None = Field(None, ge=3)
     interval_s: float = Field(0.0, ge=0, le=3600)
@@ -39,49 +60,105 @@ class Command(BaseModel):
     bad_images: Path | None = None
     coreset_ratio: float | None = Field(None, gt=0, le=1)
     version: str | None = Field(None, pattern=r"^v\d{4}$")
-    hmac: str
+    value: float | None = Field(None, gt=0)
+    scale: float | None = Field(None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _fields_fit_the_action(self):
+        own = {"recalibrate": {"frames", "interval_s", "images", "bad_images", "coreset_ratio"},
+               "rollback": {"version"}, "cancel": set(), "threshold": {"value", "scale"}}[self.action]
+        stray = sorted(f for f in self.model_fields_set
+                       if f not in own and f not in {"v", "station", "camera", "action", "id", "ts"})
+        if stray:
+            raise ValueError(f"field(s) {stray} do not belong to action {self.action!r}")
+        if self.action == "recalibrate" and (self.frames is None) == (self.images is None):
+            raise ValueError("recalibrate needs exactly one of 'frames' (live camera) or 'images' (a folder)")
+        if self.action == "threshold" and (self.value is None) == (self.scale is None):
+            raise ValueError("threshold needs exactly one of 'value' (a new threshold) or 'scale' (a factor)")
+        return self
 
 
-def canonical(fields: dict) -> bytes:
-    """The bytes that are signed: compact JSON, sorted keys, without the hmac field."""
-    return json.dumps({k: v for k, v in fields.items() if k != "hmac"}, sort_keys=True,
-                      separators=(",", ":")).encode()
+def sign(body: bytes, secret: bytes) -> str:
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def sign(fields: dict, secret: bytes) -> str:
-    return hmac.new(secret, canonical(fields), hashlib.sha256).hexdigest()
+def encode(fields: dict, secret: bytes, station: str, camera: str) -> bytes:
+    """A v2 command ready to publish (used by `patchcore-edge recalibrate`, tests, benchmarks)."""
+    body = {"v": FORMAT, "station": station, "camera": camera,
+            **{k: v for k, v in fields.items() if v is not None}}
+    body.setdefault("ts", time.time())
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return sign(raw, secret).encode() + b"\n" + raw
 
 
-def signed(fields: dict, secret: bytes) -> dict:
-    """A command ready to publish (used by `patchcore-edge recalibrate` and tests)."""
-    out = {k: v for k, v in fields.items() if v is not None}
-    out.setdefault("ts", time.time())
-    out["hmac"] = sign(out, secret)
-    return out
+def claimed_id(payload: bytes) -> dict:
+    """The id a refused payload claims (a bounded regex, not a parse), so its sender can match
+    the refusal; never trusted for anything else."""
+    m = _CLAIMED_ID.search(payload[:MAX_PAYLOAD])
+    return {"id": m.group(1).decode()} if m else {}
 
 
-def parse(payload: bytes, secret: bytes | None, max_age_s: float, max_frames: int) -> Command:
-    """Validate and authorise; CommandError says why a command is refused."""
+def _reject_constant(name: str):
+    raise CommandError(f"command body holds {name}: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):  # 1e999 parses to inf
+        raise CommandError(f"command body holds {text[:20]}: numbers must be finite")
+    return x
+
+
+def authenticate(payload: bytes, secret: bytes) -> bytes:
+    """The body of a payload whose size and hmac are right (raw bytes only, nothing parsed)."""
+    if len(payload) > MAX_PAYLOAD:
+        raise CommandError(f"command is {len(payload)} bytes; the limit is {MAX_PAYLOAD}")
+    if payload[:1] == b"{":
+        raise CommandError("format v1 (JSON with an 'hmac' field) is no longer accepted: send "
+                           "'<hmac hex>\\n<json body>' with \"v\": 2 (README, Live recalibration)")
+    sig, sep, body = payload[:64], payload[64:65], payload[65:]
+    if len(sig) < 64 or not set(sig) <= _HEX or sep != b"\n":
+        raise CommandError("payload must start with the hmac as 64 lowercase hex digits and a newline")
+    if not hmac.compare_digest(sig, sign(body, secret).encode()):
+        raise CommandError("invalid hmac: command refused (wrong secret, or the body changed after signing)")
+    return body
+
+
+def parse(payload: bytes, secret: bytes | None, station: str, camera: str, max_age_s: float,
+          max_frames: int, max_collect_s: float, disabled: str | None = None) -> Command:
+    """Authenticate, then parse once and validate; CommandError says why a command is refused.
+    Replays (a seen id) are refused by the caller, which owns the id store."""
     if secret is None:
-        raise CommandError("recalibration is disabled: set recalibration.secret_file in the daemon config")
+        raise CommandError(disabled or "recalibration is disabled: set recalibration.secret_file in the daemon config")
+    body = authenticate(payload, secret)
     try:
-        raw = json.loads(payload)
+        raw = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except CommandError:
+        raise
+    except RecursionError as e:
+        raise CommandError("command body is nested too deeply") from e
     except (ValueError, UnicodeDecodeError) as e:
-        raise CommandError(f"command is not JSON: {e}") from e
+        raise CommandError(f"command body is not JSON: {e}") from e
     if not isinstance(raw, dict):
-        raise CommandError("command must be a JSON object")
-    if not isinstance(raw.get("hmac"), str) or not hmac.compare_digest(raw["hmac"], sign(raw, secret)):
-        raise CommandError("invalid or missing hmac: command refused")
+        raise CommandError("command body must be a JSON object")
+    if raw.get("v") != FORMAT:
+        raise CommandError(f"command format v={raw.get('v')!r} is not supported; this station takes \"v\": {FORMAT}")
     try:
         cmd = Command.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        raise CommandError(f"bad command field {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
-    if abs(time.time() - cmd.ts) > max_age_s:
-        raise CommandError(f"command ts is {time.time() - cmd.ts:.0f} s off the station clock (max {max_age_s:.0f} s)")
-    if cmd.action == "recalibrate":
-        if (cmd.frames is None) == (cmd.images is None):
-            raise CommandError("recalibrate needs exactly one of 'frames' (live camera) or 'images' (a folder)")
-        if cmd.frames is not None and cmd.frames > max_frames:
+        where = ".".join(map(str, err["loc"])) or "body"
+        raise CommandError(f"bad command field {where}: {err['msg']}") from e
+    if cmd.station != station or cmd.camera != camera:
+        raise CommandError(f"command is signed for station {cmd.station!r} camera {cmd.camera!r}; "
+                           f"this is station {station!r} camera {camera!r}")
+    age = time.time() - cmd.ts
+    if abs(age) > max_age_s:
+        raise CommandError(f"command ts is {age:.0f} s off the station clock (max {max_age_s:.0f} s)")
+    if cmd.action == "recalibrate" and cmd.frames is not None:
+        if cmd.frames > max_frames:
             raise CommandError(f"frames={cmd.frames} exceeds recalibration.max_frames={max_frames}")
+        if cmd.frames * cmd.interval_s > max_collect_s:
+            raise CommandError(f"frames x interval_s = {cmd.frames * cmd.interval_s:.0f} s exceeds "
+                               f"recalibration.max_collect_s ({max_collect_s:.0f} s)")
     return cmd

@@ -102,6 +102,8 @@ class RecalibrationConfig(Strict):
     secret_file: Path | None = Field(None, description="shared HMAC secret; without it commands are refused")
     max_age_s: float = Field(120.0, gt=0, description="reject commands whose ts is older/newer than this")
     max_frames: int = Field(2000, ge=3, description="largest N a command may ask for")
+    max_collect_s: float = Field(1800.0, gt=0, description="largest frames x interval_s a command may ask for "
+                                 "(a camera held for hours by one command is refused)")
     keep_versions: int = Field(5, ge=2, le=100, description="model versions kept (rollback depth)")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="collected frames kept out for validation")
     max_false_reject: float = Field(0.05, ge=0, lt=1, description="share of held-out good frames the new "

@@ -29,6 +29,7 @@ import time
 from datetime import datetime, timezone
 
 from .capture import Capture, make_source
+from .command_secret import load_command_secret
 from .config import CameraConfig, DaemonConfig
 from .errors import PatchcoreError
 from .heatmap import encode_jpeg, overlay
@@ -216,6 +217,7 @@ class Daemon:
         self.replayed = len(spooled)
         log.info("run %d, state dir %s", self.run_id, self.state.path)
         dirs = ModelDirs()
+        self.secret = load_command_secret(cfg.recalibration)  # checked once, at start: (secret, why disabled)
         for cam in cfg.cameras:
             try:
                 inspector = Inspector(load_model(cam.model), backend=cam.backend)
@@ -228,7 +230,7 @@ class Daemon:
             w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results,
                              run_id=self.run_id)
             self.workers[cam.name] = w
-            rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration, dirs)
+            rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration, dirs, secret=self.secret)
             self.recalibrators[cam.name] = rc
             self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/recalibrate"] = rc.on_command
             if cam.trigger == "mqtt":
@@ -246,6 +248,7 @@ class Daemon:
                        "buffer_dropped": self.link.buffer_dropped, "connects": self.link.connects,
                        "replayed": self.replayed, "spool_dropped": self.spool_dropped},
             "cameras": cams,
+            "recalibration": {"enabled": self.secret[0] is not None, "reason": self.secret[1]},
         }
 
     def publish_stats(self) -> None:

@@ -1,9 +1,11 @@
 """Live recalibration of one camera while its old model keeps judging frames.
 
 States on the retained `<prefix>/<camera>/recalibrate/status`: idle, collecting, building,
-validating, active, failed (a refused command is reported in `rejected`, leaving the state
-as it was). The calibration itself runs in a child process (`patchcore-edge calibrate
---no-activate --json-progress`), niced and limited to a few threads, so a crash or
+validating, active, failed, cancelled, disabled (no usable secret; the reason in `message`);
+a refused command is reported in `rejected`, leaving the state as it was. The same topic
+takes the `rollback`, `cancel` and `threshold` actions (edge/commands.py). The calibration
+itself runs in a child process (`patchcore-edge calibrate --no-activate --json-progress`,
+started by absolute path with an isolated interpreter), niced and limited to a few threads, so a crash or
 out-of-memory there cannot take inspection down and `edge/` never imports `calibrate/`.
 The new version is written beside the old one, validated, and only then made current
 (an atomic rename of CURRENT) and swapped into the worker with one attribute assignment:
@@ -27,28 +29,36 @@ from pathlib import Path
 
 import cv2
 
-from .commands import Command, CommandError, parse
+from .command_secret import load_command_secret
+from .commands import Command, CommandError, claimed_id, parse
 from .config import RecalibrationConfig
+from .errors import PatchcoreError
 from .inspector import Inspector
 from .modeldir import current_version, list_versions, load_model, remove_stale, set_current
+from .nonces import SeenIds
 from .preprocess import list_images, read_image
+from .retune import write_threshold_version
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent  # where `python -m patchcore_edge` resolves in a source checkout
+ROOT = Path(__file__).resolve().parent.parent  # the folder holding this installation's edge/ and patchcore_edge/
+
+# The calibration child: `-I` (isolated: neither the working directory nor PYTHON* variables
+# reach sys.path) and `patchcore_edge` imported from the same folder as this `edge`, by absolute
+# path, so a `patchcore_edge/` planted in the daemon's working directory cannot run in its place.
+CHILD_CODE = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from patchcore_edge.main import main; sys.exit(main())"
+
+
+def child_command(*args: str) -> list[str]:
+    return [sys.executable, "-I", "-c", CHILD_CODE, *args]
 
 
 class RecalibrationFailed(Exception):
     pass
 
 
-def _claimed_id(payload: bytes) -> dict:
-    """The id a refused command claims, if it has a readable one (for the sender to match)."""
-    try:
-        cid = json.loads(payload).get("id")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return {}
-    return {"id": cid} if isinstance(cid, str) and len(cid) <= 64 else {}
+class Cancelled(Exception):
+    pass
 
 
 def start_child(args: list[str], env: dict, stderr, nice: int) -> subprocess.Popen:
@@ -78,18 +88,29 @@ class ModelDirs:
         self.lock = threading.Lock()
         self.busy: dict[Path, str] = {}  # model directory -> camera recalibrating it
         self.workers: dict[Path, list] = {}
+        self.seen: dict[Path, SeenIds] = {}  # command ids used, per model directory
 
 
 class Recalibrator:
-    def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig, dirs: ModelDirs | None = None):
-        self.worker, self.link, self.cfg = worker, link, cfg
+    def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig, dirs: ModelDirs | None = None,
+                 secret: tuple[bytes | None, str | None] | None = None):
+        self.worker, self.link, self.cfg, self.prefix = worker, link, cfg, prefix
         self.root = Path(worker.cfg.model).resolve()
         self.dirs = dirs or ModelDirs()
         with self.dirs.lock:
             self.dirs.workers.setdefault(self.root, []).append(worker)
+            self.seen = self.dirs.seen.setdefault(self.root, SeenIds(self.root))
+        # checked once at start (the daemon passes one result for every camera)
+        self.secret, self.disabled = secret if secret is not None else load_command_secret(cfg)
         self.topic = f"{prefix}/{worker.cfg.name}/recalibrate/status"
         self.child: subprocess.Popen | None = None
-        self.state: dict = {"state": "idle", "version": current_version(self.root)}
+        self.running: Command | None = None  # the command this camera's thread is carrying out
+        self.cancelled = threading.Event()
+        self.cancel_lock = threading.Lock()  # cancel vs. the point of activation
+        self.cancel_id: str | None = None
+        self.activating = False
+        self.state: dict = ({"state": "disabled", "message": self.disabled, "version": current_version(self.root)}
+                            if self.disabled else {"state": "idle", "version": current_version(self.root)})
         self.work = (Path(cfg.work_dir) if cfg.work_dir else self.root / "incoming") / worker.cfg.name
         self._clear_work()  # frames of an interrupted run
         remove_stale(self.root)  # a version or CURRENT half-written when the daemon was killed
@@ -104,23 +125,62 @@ class Recalibrator:
         self.link.publish(self.topic, json.dumps(payload), qos=1, retain=True, buffer=True)
 
     # -- commands ----------------------------------------------------------------------
+    def _reject(self, reason: str, ids: dict) -> None:
+        log.warning("camera %s: command refused: %s", self.worker.cfg.name, reason)
+        self.publish(None, rejected={"reason": reason, **ids})
+
     def on_command(self, topic: str, payload: bytes) -> None:
-        try:
-            cmd = parse(payload, self.cfg.secret(), self.cfg.max_age_s, self.cfg.max_frames)
-        except CommandError as e:
-            log.warning("camera %s: recalibration command refused: %s", self.worker.cfg.name, e)
-            self.publish(None, rejected={"reason": str(e), **_claimed_id(payload)})
-            return
+        """Every payload gets an outcome on the status topic: never a silent drop."""
         name = self.worker.cfg.name
+        try:
+            cmd = parse(payload, self.secret, self.prefix, name, self.cfg.max_age_s, self.cfg.max_frames,
+                        self.cfg.max_collect_s, self.disabled)
+            self.seen.claim(cmd.id, cmd.ts, self.cfg.max_age_s)
+        except CommandError as e:
+            self._reject(str(e), claimed_id(payload))
+            return
+        except Exception as e:  # a parser bug must still answer the sender
+            log.exception("camera %s: command handling crashed", name)
+            self._reject(f"internal error reading the command: {type(e).__name__}", claimed_id(payload))
+            return
+        if cmd.action == "cancel":
+            self._cancel(cmd)
+            return
         with self.dirs.lock:
             holder = self.dirs.busy.get(self.root)
             if holder is not None:
-                why = ("another recalibration is running; retry later" if holder == name else
+                why = ("another recalibration is running; retry later (or cancel it)" if holder == name else
                        f"camera {holder} is recalibrating the same model directory; retry later")
-                self.publish(None, rejected={"id": cmd.id, "reason": why})
+                self._reject(why, {"id": cmd.id})
                 return
             self.dirs.busy[self.root] = name
+            self.running = cmd
+            self.cancelled.clear()
+            self.activating = False
         threading.Thread(target=self._run, args=(cmd,), name=f"recal-{self.worker.cfg.name}", daemon=True).start()
+
+    def _cancel(self, cmd: Command) -> None:
+        """Stop this camera's running recalibration: collection ends, the build is killed."""
+        with self.cancel_lock:
+            run = self.running
+            if run is None or run.action != "recalibrate":
+                self._reject(f"nothing to cancel: no recalibration is running on camera {self.worker.cfg.name}",
+                             {"id": cmd.id})
+                return
+            if self.activating:
+                self._reject(f"too late to cancel {run.id}: its new version is being activated; roll back instead",
+                             {"id": cmd.id})
+                return
+            self.cancel_id = cmd.id
+            self.cancelled.set()
+        log.info("camera %s: recalibration %s cancelled by %s", self.worker.cfg.name, run.id, cmd.id)
+        child = self.child
+        if child and child.poll() is None:
+            child.kill()
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled()
 
     def stop(self) -> None:
         child = self.child
@@ -133,8 +193,17 @@ class Recalibrator:
                 self.worker.share = self.cfg.inspection_share
             if cmd.action == "rollback":
                 self._rollback(cmd)
+            elif cmd.action == "threshold":
+                self._threshold(cmd)
             else:
                 self._recalibrate(cmd)
+        except Cancelled:
+            remove_stale(self.root)  # the killed child's temporary version
+            self._clear_work()  # before the status: `cancelled` means cleaned up
+            log.info("camera %s: recalibration %s cancelled", self.worker.cfg.name, cmd.id)
+            self.publish("cancelled", id=cmd.id, action=cmd.action, cancel_id=self.cancel_id,
+                         message=f"cancelled by {self.cancel_id}; {current_version(self.root)} stays active",
+                         version=current_version(self.root))
         except RecalibrationFailed as e:
             self._failed(cmd, str(e))
         except OSError as e:  # a full or read-only disk while writing frames or switching CURRENT
@@ -145,11 +214,13 @@ class Recalibrator:
         finally:
             self.worker.share = 1.0
             self._clear_work()
-            with self.dirs.lock:
+            with self.dirs.lock, self.cancel_lock:
                 self.dirs.busy.pop(self.root, None)
+                self.running = None
 
     def _failed(self, cmd: Command, message: str) -> None:
         log.error("camera %s: recalibration %s failed: %s", self.worker.cfg.name, cmd.id, message)
+        self._clear_work()  # before the status: whoever sees `failed` sees no leftover frames
         self.publish("failed", id=cmd.id, action=cmd.action, message=message, version=current_version(self.root))
 
     def _clear_work(self) -> None:
@@ -182,6 +253,20 @@ class Recalibrator:
         self.publish("active", id=cmd.id, action="rollback", version=target, previous_version=prev,
                      message=f"rolled back from {prev} to {target}")
 
+    def _threshold(self, cmd: Command) -> None:
+        """A new version with the new threshold and the same bank, active from the next frame."""
+        base = self.worker.inspector.model
+        try:
+            vdir = write_threshold_version(self.root, value=cmd.value, scale=cmd.scale,
+                                           origin=f"command {cmd.id}", keep=self.cfg.keep_versions, base=base)
+            model = load_model(vdir)
+        except PatchcoreError as e:
+            raise RecalibrationFailed(str(e)) from e
+        prev = self._activate(model.version, Inspector(model, backend=self.worker.cfg.backend))
+        self.publish("active", id=cmd.id, action="threshold", version=model.version, previous_version=prev,
+                     threshold=round(model.threshold, 5), previous_threshold=round(base.threshold, 5),
+                     message=f"threshold {base.threshold:.5g} -> {model.threshold:.5g} in {model.version}")
+
     # -- recalibration -------------------------------------------------------------
     def _collect(self, cmd: Command, train: Path, held: Path) -> tuple[int, int]:
         """Write the frames to train/ and every 1/validation_fraction-th one to held/."""
@@ -209,6 +294,7 @@ class Recalibrator:
                 raise RecalibrationFailed(f"cannot write frames to {dest} (disk full or read-only?)")
             n_held += dest is held
             n_train += dest is train
+            self._check_cancelled()
             if i % 10 == 0 or i == total - 1:
                 self.publish("collecting", id=cmd.id, action="recalibrate", done=i + 1, total=total,
                              percent=round(100 * (i + 1) / total, 1))
@@ -218,7 +304,12 @@ class Recalibrator:
         cap = self.worker.capture
         seq = cap.seq
         for i in range(cmd.frames):
-            got = cap.latest(seq, timeout=max(cap.stall_timeout_s, cmd.interval_s + 2.0))
+            wait_until = time.monotonic() + max(cap.stall_timeout_s, cmd.interval_s + 2.0)
+            got = None
+            while got is None and time.monotonic() < wait_until:  # short waits: a cancel is seen at once
+                self._check_cancelled()
+                got = cap.latest(seq, timeout=min(0.5, max(0.01, wait_until - time.monotonic())))
+            self._check_cancelled()
             if got is None:
                 if cap.status == "ended":
                     raise RecalibrationFailed(f"the source ended after {i} frames; fewer than the {cmd.frames} "
@@ -226,8 +317,8 @@ class Recalibrator:
                 raise RecalibrationFailed(f"camera lost while collecting ({i} of {cmd.frames} frames)")
             seq, frame, _ = got
             yield frame
-            if cmd.interval_s and i < cmd.frames - 1:
-                time.sleep(cmd.interval_s)
+            if cmd.interval_s and i < cmd.frames - 1 and self.cancelled.wait(cmd.interval_s):
+                raise Cancelled()
 
     def _recalibrate(self, cmd: Command) -> None:
         t0 = time.monotonic()
@@ -238,6 +329,11 @@ class Recalibrator:
         n_train, n_held = self._collect(cmd, train, held)
         old = self.worker.inspector.model.manifest
         new_dir = self._build(cmd, train, old)
+        try:
+            self._check_cancelled()
+        except Cancelled:
+            shutil.rmtree(new_dir, ignore_errors=True)  # built but never activated
+            raise
         self.publish("validating", id=cmd.id, action="recalibrate")
         model = load_model(new_dir)
         insp = Inspector(model, backend=self.worker.cfg.backend)
@@ -254,6 +350,11 @@ class Recalibrator:
         if problems:
             shutil.rmtree(new_dir, ignore_errors=True)  # never activated; keep the tree clean
             raise RecalibrationFailed(f"new model not activated: {'; '.join(problems)}")
+        with self.cancel_lock:  # from here on a cancel is refused ("roll back instead")
+            if self.cancelled.is_set():
+                shutil.rmtree(new_dir, ignore_errors=True)
+                raise Cancelled()
+            self.activating = True
         prev = self._activate(model.version, insp)
         self.publish("active", id=cmd.id, action="recalibrate", version=model.version, previous_version=prev,
                      frames=n_train + n_held, seconds=round(time.monotonic() - t0, 1),
@@ -261,20 +362,22 @@ class Recalibrator:
 
     def _build(self, cmd: Command, train: Path, old: dict) -> Path:
         bb = old["backbone"]
-        args = [sys.executable, "-m", "patchcore_edge", "calibrate", "--images", str(train), "--output", str(self.root),
+        args = child_command("calibrate", "--images", str(train), "--output", str(self.root),
                 "--force", "--no-activate", "--json-progress", "--backbone", bb["name"],
                 "--input-size", str(old["input_size"]),
                 "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),
-                "--seed", str(old.get("coreset", {}).get("seed", 0))]
+                "--seed", str(old.get("coreset", {}).get("seed", 0)))
         if bb.get("weights_path"):
             args += ["--weights", bb["weights_path"]]
         n = str(self.cfg.threads)
         env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "NUMBA_NUM_THREADS": n,
-               "PATCHCORE_THREADS": n, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+               "PATCHCORE_THREADS": n}
         self.publish("building", id=cmd.id, action="recalibrate", stage="starting", percent=0.0)
         # stderr goes to a file: a pipe read only after stdout ends would block a chatty child
         with tempfile.TemporaryFile("w+") as err_file:
             self.child = child = start_child(args, env, err_file, self.cfg.nice)
+            if self.cancelled.is_set():  # a cancel that came before self.child was set
+                child.kill()
             timed_out = threading.Event()
 
             def expire() -> None:  # a hung build must not block recalibration until a restart
@@ -290,6 +393,11 @@ class Recalibrator:
                 timer.cancel()
             err_file.seek(0)
             err = err_file.read()
+        if self.cancelled.is_set():
+            done = Path(result["version_dir"]).resolve() if result is not None else None
+            if done is not None and done.parent == self.root / "versions":  # finished before the kill
+                shutil.rmtree(done, ignore_errors=True)
+            raise Cancelled()
         if rc != 0 or result is None:
             if timed_out.is_set():
                 raise RecalibrationFailed(f"calibration did not finish within build_timeout_s "

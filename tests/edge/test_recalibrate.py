@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from edge.commands import signed
+from edge.commands import encode
 from edge.modeldir import current_version, list_versions
 
 from .mqtt_helpers import ROOT, Collector, new_prefix, start_daemon, write_config
@@ -34,9 +34,9 @@ def setup(small_model, bottle, tmp_path):
     sub.close()
 
 
-def _send(sub, prefix, secret=SECRET, **fields):
-    cmd = signed({"id": fields.pop("id", "t1"), **fields}, secret)
-    sub.c.publish(f"{prefix}/cam/recalibrate", json.dumps(cmd), qos=1)
+def _send(sub, prefix, secret=SECRET, camera="cam", **fields):
+    cmd = encode({"id": fields.pop("id", "t1"), **fields}, secret, prefix, camera)
+    sub.c.publish(f"{prefix}/{camera}/recalibrate", cmd, qos=1)
     return cmd
 
 
@@ -54,11 +54,12 @@ def test_recalibrate_live_then_rollback_and_refusals(setup):
     p = start_daemon(cfg)
     try:
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 3, 30)
-        sub.c.publish(f"{prefix}/cam/recalibrate", b"{not json", qos=1)
+        sub.c.publish(f"{prefix}/cam/recalibrate", b"not a command", qos=1)
         _send(sub, prefix, secret=b"wrong-secret-wrong-secret", action="recalibrate", frames=12, id="forged")
         assert sub.wait_for(lambda: sum("rejected" in m for m in sub.json_of("cam/recalibrate/status")) >= 2, 20)
         rej = [m["rejected"] for m in sub.json_of("cam/recalibrate/status") if "rejected" in m]
-        assert "not JSON" in rej[0]["reason"] and "hmac" in rej[1]["reason"] and rej[1]["id"] == "forged"
+        assert "64 lowercase hex digits" in rej[0]["reason"]
+        assert "invalid hmac" in rej[1]["reason"] and rej[1]["id"] == "forged"
 
         _send(sub, prefix, action="recalibrate", frames=12, id="r1")
         assert sub.wait_for(lambda: "building" in _states(sub), 30), _why(sub, p)
@@ -175,8 +176,7 @@ def test_cameras_sharing_a_model_directory(setup, bottle):
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1 and len(sub.of("twin/result")) >= 1, 30)
         _send(sub, prefix, action="recalibrate", frames=12, id="s1")
         assert sub.wait_for(lambda: "collecting" in _states(sub), 30), _why(sub, p)
-        twin = signed({"id": "s2", "action": "recalibrate", "frames": 12}, SECRET)
-        sub.c.publish(f"{prefix}/twin/recalibrate", json.dumps(twin), qos=1)
+        _send(sub, prefix, camera="twin", action="recalibrate", frames=12, id="s2")
         assert sub.wait_for(lambda: any("rejected" in m for m in sub.json_of("twin/recalibrate/status")), 30)
         rej = [m["rejected"] for m in sub.json_of("twin/recalibrate/status") if "rejected" in m][-1]
         assert rej["id"] == "s2" and "camera cam is recalibrating the same model directory" in rej["reason"]

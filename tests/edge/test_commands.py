@@ -1,0 +1,113 @@
+"""Command format v2 (edge/commands.py) and the id store (edge/nonces.py), without a broker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from edge.commands import MAX_PAYLOAD, CommandError, encode, parse, sign
+from edge.nonces import SeenIds
+
+SECRET = b"0123456789abcdef-test-secret"
+LIMITS = {"max_age_s": 120.0, "max_frames": 2000, "max_collect_s": 1800.0}
+
+
+def _parse(payload: bytes, station="line1", camera="cam", secret=SECRET):
+    return parse(payload, secret, station, camera, **LIMITS)
+
+
+def _signed_body(body: str) -> bytes:
+    raw = body.encode()
+    return sign(raw, SECRET).encode() + b"\n" + raw
+
+
+def _why(payload: bytes, **kw) -> str:
+    with pytest.raises(CommandError) as e:
+        _parse(payload, **kw)
+    return str(e.value)
+
+
+def test_round_trip_and_binding_to_station_camera():
+    p = encode({"action": "rollback", "id": "a1"}, SECRET, "line1", "cam")
+    cmd = _parse(p)
+    assert (cmd.action, cmd.id, cmd.station, cmd.camera) == ("rollback", "a1", "line1", "cam")
+    assert "signed for station 'line1' camera 'cam'" in _why(p, camera="twin")
+    assert "this is station 'line2'" in _why(p, station="line2")
+
+
+def test_signature_covers_every_byte_of_the_body():
+    p = encode({"action": "threshold", "id": "a2", "scale": 0.9}, SECRET, "line1", "cam")
+    assert "invalid hmac" in _why(p.replace(b"0.9", b"9.0"))  # the action's numbers
+    assert "invalid hmac" in _why(p.replace(b'"threshold"', b'"rollback" '))  # the action itself
+    assert "invalid hmac" in _why(p, secret=b"another-secret-of-16-bytes")
+
+
+@pytest.mark.parametrize("ts", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_are_refused(ts):
+    body = f'{{"v":2,"station":"line1","camera":"cam","action":"rollback","id":"n","ts":{ts}}}'
+    assert "finite" in _why(_signed_body(body))
+    body = f'{{"v":2,"station":"line1","camera":"cam","action":"threshold","id":"n","ts":{time.time()},"value":{ts}}}'
+    assert "finite" in _why(_signed_body(body))
+
+
+def test_oversize_payload_refused_before_any_parsing():
+    big = encode({"action": "rollback", "id": "big"}, SECRET, "line1", "cam")[:-1] + b',"x":"' + b"a" * 9_000_000 + b'"}'
+    t = time.perf_counter()
+    why = _why(big)
+    assert f"the limit is {MAX_PAYLOAD}" in why
+    assert time.perf_counter() - t < 0.5  # no HMAC over 9 MB, no JSON parse (a generous, non-benchmark bound)
+
+
+def test_malformed_signatures_get_a_reason():
+    body = b'{"v":2,"station":"line1","camera":"cam","action":"rollback","id":"x","ts":1}'
+    assert "64 lowercase hex digits" in _why("é".encode() * 32 + b"\n" + body)  # non-ASCII hmac
+    assert "64 lowercase hex digits" in _why(sign(body, SECRET).upper().encode() + b"\n" + body)
+    assert "64 lowercase hex digits" in _why(b"not json")
+    assert "format v1" in _why(json.dumps({"action": "rollback", "id": "x", "ts": 1, "hmac": "00"}).encode())
+
+
+def test_deep_nesting_and_bad_fields_are_reasons_not_crashes():
+    deep = '{"v":2,"station":"line1","camera":"cam","action":"rollback","id":"d","ts":1,"x":' + "[" * 5000 + "]" * 5000 + "}"
+    assert "nested too deeply" in _why(_signed_body(deep))
+    assert "is not supported" in _why(_signed_body('{"v":1}'))
+    assert "must be a JSON object" in _why(_signed_body("[2]"))
+    p = encode({"action": "rollback", "id": "f", "frames": 12}, SECRET, "line1", "cam")
+    assert "do not belong to action 'rollback'" in _why(p)
+    p = encode({"action": "threshold", "id": "f"}, SECRET, "line1", "cam")
+    assert "exactly one of 'value'" in _why(p)
+    p = encode({"action": "threshold", "id": "f", "value": -1.0}, SECRET, "line1", "cam")
+    assert "bad command field value" in _why(p)
+
+
+def test_stale_ts_and_collection_bound():
+    p = encode({"action": "rollback", "id": "s", "ts": time.time() - 500}, SECRET, "line1", "cam")
+    assert "off the station clock" in _why(p)
+    p = encode({"action": "recalibrate", "id": "c", "frames": 3, "interval_s": 3600}, SECRET, "line1", "cam")
+    assert "exceeds recalibration.max_collect_s (1800 s)" in _why(p)
+    p = encode({"action": "recalibrate", "id": "c", "frames": 100, "interval_s": 18}, SECRET, "line1", "cam")
+    assert _parse(p).frames == 100  # exactly at the bound
+
+
+def test_ids_are_refused_a_second_time_and_survive_a_restart(tmp_path):
+    seen = SeenIds(tmp_path)
+    now = time.time()
+    seen.claim("op-1", now, 120)
+    with pytest.raises(CommandError, match="already used"):
+        seen.claim("op-1", now, 120)
+    with pytest.raises(CommandError, match="already used"):
+        SeenIds(tmp_path).claim("op-1", now, 120)  # a restarted daemon reads the store
+    seen.claim("old", now - 500, 120)  # expired at once: never kept
+    assert "old" not in SeenIds(tmp_path).expiry
+
+
+def test_id_store_is_bounded(tmp_path, monkeypatch):
+    import edge.nonces as nonces
+
+    monkeypatch.setattr(nonces, "MAX_IDS", 3)
+    seen = SeenIds(tmp_path)
+    for i in range(3):
+        seen.claim(f"id{i}", time.time(), 120)
+    with pytest.raises(CommandError, match="refused until older ids expire"):
+        seen.claim("id3", time.time(), 120)
