@@ -1,6 +1,7 @@
 """Batch feature extraction over image files: decode in threads, run the backend in batches.
 
-Shared by calibrate, evaluate and infer so that all use the same preprocessing.
+Shared by calibrate, evaluate and infer so that all use the same preprocessing. With a
+tiled geometry every image gives `tiles` consecutive network inputs (and feature maps).
 """
 
 from __future__ import annotations
@@ -15,30 +16,36 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import ImageError
-from .preprocess import read_image, to_input
+from .geometry import Geometry, as_geometry
+from .preprocess import read_image
 
 log = logging.getLogger(__name__)
 
 
-def _load(path: Path, size: int, mean, std) -> tuple[Path, np.ndarray | None, tuple[int, int] | None, str | None]:
+def _load(path: Path, geo: Geometry, mean, std
+          ) -> tuple[Path, np.ndarray | None, tuple[int, int] | None, str | None]:
     try:
         rgb = read_image(path)
     except ImageError as e:
         return path, None, None, str(e)
-    return path, to_input(rgb, size, mean, std), rgb.shape[:2], None
+    return path, geo.inputs(rgb, mean, std), rgb.shape[:2], None
 
 
-def iter_inputs(paths: Iterable[Path], size: int, mean, std, workers: int | None = None
+def iter_inputs(paths: Iterable[Path], size: Geometry | int | tuple[int, int], mean, std, workers: int | None = None
                 ) -> Iterator[tuple[Path, np.ndarray | None, tuple[int, int] | None, str | None]]:
-    """(path, input or None, original (h, w), error) per file, in order; OpenCV decodes off the GIL."""
+    """(path, inputs (tiles, 3, H, W) or None, original (h, w), error) per file, in order;
+    OpenCV decodes off the GIL."""
+    geo = as_geometry(size)
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(lambda p: _load(Path(p), size, mean, std), paths)
+        yield from pool.map(lambda p: _load(Path(p), geo, mean, std), paths)
 
 
-def extract_features(backend, paths: list[Path], size: int, mean, std, batch: int = 16, progress: bool = True,
-                     desc: str = "features", callback=None) -> tuple[np.ndarray, list[Path], list[tuple[int, int]]]:
-    """Patch features (B, D, h, w) for every readable image; unreadable ones are skipped with a warning."""
+def extract_features(backend, paths: list[Path], size: Geometry | int | tuple[int, int], mean, std, batch: int = 16,
+                     progress: bool = True, desc: str = "features", callback=None
+                     ) -> tuple[np.ndarray, list[Path], list[tuple[int, int]]]:
+    """Patch features (B * tiles, D, h, w) for every readable image (its tiles consecutive);
+    unreadable ones are skipped with a warning. size: a Geometry, S or (W, H)."""
     feats, kept, shapes, pending = [], [], [], []
 
     def flush():
@@ -54,10 +61,10 @@ def extract_features(backend, paths: list[Path], size: int, mean, std, batch: in
         if err:
             log.warning("skipping %s", err)
             continue
-        pending.append(x)
+        pending.extend(x)
         kept.append(path)
         shapes.append(hw)
-        if len(pending) == batch:
+        if len(pending) >= batch:
             flush()
     flush()
     bar.close()

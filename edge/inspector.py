@@ -12,8 +12,7 @@ from .backends.base import FeatureBackend
 from .knn import make_search
 from .modeldir import Model
 from .shapecheck import check_backbone_output
-from .preprocess import to_input
-from .scoring import anomaly_map, score_features
+from .scoring import score_features, score_many
 
 
 @dataclass
@@ -24,8 +23,8 @@ class Inspection:
     normalised: float  # score / threshold: 1.0 is the boundary
     threshold: float
     verdict: str  # "pass" or "fail"
-    patch_scores: np.ndarray  # (h, w)
-    anomaly_map: np.ndarray  # (S, S), input resolution, blurred
+    patch_scores: np.ndarray  # (h, w); tiled models: (tiles, h, w)
+    anomaly_map: np.ndarray  # (H, W): the input (or tiled canvas) resolution, blurred
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -41,26 +40,33 @@ class Inspector:
             backend, model.onnx_path, model.manifest, engine_dir=model.path)
         check_backbone_output(self.backend, model.manifest, str(model.path))  # refuse now, not every frame
         grid = model.manifest["grid"]
-        self.search = make_search(model.bank, grid[0] * grid[1], search)
+        self.geometry = model.geometry
+        self.search = make_search(model.bank, self.geometry.tiles * grid[0] * grid[1], search)
         self.reweight = reweight
 
     def inspect(self, bgr: np.ndarray) -> Inspection:
         """Score one BGR frame of any size."""
         m = self.model
         t0 = time.perf_counter()
-        x = to_input(bgr, m.input_size, m.mean, m.std)
+        geo = self.geometry
+        x = geo.inputs(bgr, m.mean, m.std)  # (tiles, 3, H, W)
         t1 = time.perf_counter()
-        feats = self.backend(x[None])[0]
+        feats = self.backend(x)  # all tiles in one batch
         t2 = time.perf_counter()
-        scored = score_features(feats, self.search, m.bank, self.reweight)
+        if geo.tiled:  # image score: the max over the tiles' scores
+            tile_scores, patch_scores = score_many(feats, self.search, self.reweight, m.bank)
+            score = float(tile_scores.max())
+        else:
+            scored = score_features(feats[0], self.search, m.bank, self.reweight)
+            score, patch_scores = scored.score, scored.patch_scores
         t3 = time.perf_counter()
-        amap = anomaly_map(scored.patch_scores, m.input_size)
+        amap = geo.anomaly_map(patch_scores)
         t4 = time.perf_counter()
-        norm = scored.score / m.threshold
+        norm = score / m.threshold
         return Inspection(
-            score=scored.score, normalised=norm, threshold=m.threshold,
+            score=score, normalised=norm, threshold=m.threshold,
             verdict="fail" if norm > 1.0 else "pass",
-            patch_scores=scored.patch_scores, anomaly_map=amap, model_version=m.version,
+            patch_scores=patch_scores, anomaly_map=amap, model_version=m.version,
             timings_ms={"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3, "knn": (t3 - t2) * 1e3,
                         "map": (t4 - t3) * 1e3},
         )

@@ -28,6 +28,7 @@ import numpy as np
 
 from .backbone import sha256_file
 from .errors import ModelError
+from .geometry import Geometry
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -50,8 +51,15 @@ class Model:
         return self.manifest["version"]
 
     @property
-    def input_size(self) -> int:
-        return int(self.manifest["input_size"])
+    def input_size(self) -> int | tuple[int, int]:
+        """Network input: S for a square one (older manifests only have these), else (W, H)."""
+        w, h = self.geometry.size
+        return w if w == h else (w, h)
+
+    @property
+    def geometry(self) -> Geometry:
+        """Input W x H and tiling (edge/geometry.py)."""
+        return Geometry.from_manifest(self.manifest)
 
     @property
     def threshold(self) -> float:
@@ -239,6 +247,7 @@ def load_model(path: str | Path, version: str | None = None, verify: bool = True
     if manifest["format_version"] != FORMAT_VERSION:
         raise ModelError(f"{vpath} has model format {manifest['format_version']}, this build reads "
                          f"{FORMAT_VERSION}; recalibrate with this version or install a matching patchcore-edge")
+    Geometry.from_manifest(manifest)  # input size / tiling readable (ModelError otherwise)
     if verify:
         for fname, digest in manifest["files"].items():
             f = vpath / fname

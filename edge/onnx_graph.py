@@ -19,11 +19,15 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "patch_features"
 
 
-def export_onnx_bytes(extractor: "nn.Module", input_size: int, dynamic_batch: bool = True, batch: int = 1) -> bytes:
-    """Serialise the extractor to ONNX (TorchScript exporter: fast, no onnxscript needed)."""
+def export_onnx_bytes(extractor: "nn.Module", input_size: int | tuple[int, int], dynamic_batch: bool = True,
+                      batch: int = 1) -> bytes:
+    """Serialise the extractor to ONNX (TorchScript exporter: fast, no onnxscript needed).
+
+    input_size: S or (W, H); the graph's spatial shape is fixed (its padding was frozen for it)."""
     import torch
 
-    x = torch.zeros(batch, 3, input_size, input_size)
+    w, h = (input_size, input_size) if isinstance(input_size, int) else input_size
+    x = torch.zeros(batch, 3, h, w)
     buf = io.BytesIO()
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():

@@ -22,11 +22,17 @@ def patches_of(features: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(features.reshape(d, -1).T)
 
 
-def anomaly_map(patch_scores: np.ndarray, size: int, sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
-    """(h, w) patch scores -> (size, size) map: bilinear upsample, then Gaussian blur."""
-    up = cv2.resize(patch_scores.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+def anomaly_map(patch_scores: np.ndarray, size: int | tuple[int, int], sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
+    """(h, w) patch scores -> (H, W) map (size: S or (W, H)): bilinear upsample, then Gaussian blur."""
+    wh = (size, size) if isinstance(size, int) else tuple(size)
+    up = cv2.resize(patch_scores.astype(np.float32), wh, interpolation=cv2.INTER_LINEAR)
+    return blur(up, sigma)
+
+
+def blur(amap: np.ndarray, sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
+    """PatchCore's Gaussian smoothing of an upsampled map."""
     k = 2 * int(4.0 * sigma + 0.5) + 1  # kernel covers +-4 sigma, as anomalib does
-    return cv2.GaussianBlur(up, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    return cv2.GaussianBlur(amap, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
 
 
 def reweighted_image_score(patches: np.ndarray, scores: np.ndarray, nn_idx: np.ndarray, bank: np.ndarray,

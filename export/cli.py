@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.backbone import sha256_file
 from edge.errors import ConfigError, ImageError
 from edge.modeldir import atomic_write_bytes, load_model, utc_now
-from edge.preprocess import list_images, read_image, to_input
+from edge.preprocess import list_images, read_image
 
 PARITY_IMAGES = 16
 
@@ -88,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
         if args.int8:
             import numpy as np
 
-            frames = [to_input(read_image(p), model.input_size, model.mean, model.std)
-                      for p in list_images(args.calibration_images)[:64]]
+            geo = model.geometry  # a tiled model's engine sees tiles: calibrate INT8 on tiles too
+            frames = [t for p in list_images(args.calibration_images)[:64]
+                      for t in geo.inputs(read_image(p), model.mean, model.std)]
             calib = [np.stack(frames[i:i + args.batch]) for i in range(0, len(frames) - args.batch + 1, args.batch)]
-        engine = build_engine(onnx_bytes, model.input_size, precision, args.batch, calib, out_dir)
+        engine = build_engine(onnx_bytes, model.geometry.size, precision, args.batch, calib, out_dir)
         report = parity_report(model, extractor, TensorRTBackend(engine), images, precision)
         target = engine_path(out_dir, precision, args.batch)
         atomic_write_bytes(target, engine)

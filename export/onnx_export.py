@@ -14,7 +14,7 @@ def rebuild_extractor(model: Model):
     """The torch module a model version was calibrated with; refuses if the weights changed."""
     bb = model.manifest["backbone"]
     extractor, info = build_extractor(bb["name"], bb.get("weights_path"), model.manifest.get("feature_dim_request"),
-                                      model.input_size, tuple(bb["strides"]))
+                                      model.geometry.size, tuple(bb["strides"]))
     if info.weights_sha256 != bb["weights_sha256"]:
         raise ModelError(f"the weights of {bb['name']} ({info.weights_source}) differ from those {model.path} was "
                          "calibrated with (sha256 mismatch); recalibrate or restore the original weights file")
@@ -24,7 +24,7 @@ def rebuild_extractor(model: Model):
 def export_onnx(model: Model, batch: int | None = 1) -> tuple[bytes, dict]:
     """ONNX bytes (static batch, or dynamic when batch is None) checked by onnx.checker."""
     extractor = rebuild_extractor(model)
-    data = export_onnx_bytes(extractor, model.input_size, dynamic_batch=batch is None, batch=batch or 1)
+    data = export_onnx_bytes(extractor, model.geometry.size, dynamic_batch=batch is None, batch=batch or 1)
     onnx.checker.check_model(onnx.load_from_string(data))
     return data, {"opset": OPSET, "batch": batch if batch else "dynamic", "input": "images",
-                  "output": "patch_features", "input_size": model.input_size}
+                  "output": "patch_features", "input_size": model.manifest["input_size"]}

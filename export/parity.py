@@ -53,12 +53,13 @@ def parity_report(model: Model, extractor, candidate: FeatureBackend, images: li
                   precision: str = "fp32") -> dict:
     """Compare candidate vs torch (CPU) on real images; raises ParityError beyond tolerance."""
     ref_be = TorchBackend(extractor, "cpu")
-    ref, kept, _ = extract_features(ref_be, images, model.input_size, model.mean, model.std, desc="torch")
-    got, _, _ = extract_features(candidate, kept, model.input_size, model.mean, model.std, desc="export")
+    geo = model.geometry
+    ref, kept, _ = extract_features(ref_be, images, geo, model.mean, model.std, desc="torch")
+    got, _, _ = extract_features(candidate, kept, geo, model.mean, model.std, desc="export")
     diff = np.abs(ref - got)
     search = make_search(model.bank, ref.shape[0] * ref.shape[2] * ref.shape[3])
-    s_ref, _ = score_many(ref, search)
-    s_got, _ = score_many(got, search)
+    s_ref = geo.image_scores(score_many(ref, search)[0])  # per image: the max over its tiles
+    s_got = geo.image_scores(score_many(got, search)[0])
     rel = np.abs(s_ref - s_got) / np.maximum(np.abs(s_ref), 1e-12)
     tol = TOLERANCES["fp32" if precision == "fp32" else "reduced"]
     thr = model.threshold

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from ..errors import BackendError
+from ..geometry import Geometry
 from .base import FeatureBackend
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,15 @@ def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir:
     if kind == "tensorrt":
         from .trt_backend import TensorRTBackend
 
-        return TensorRTBackend.from_onnx(Path(onnx_path), Path(engine_dir or Path(onnx_path).parent), fp16=fp16)
+        # a tiled model scores its tiles as one batch: build the engine for that batch
+        return TensorRTBackend.from_onnx(Path(onnx_path), Path(engine_dir or Path(onnx_path).parent), fp16=fp16,
+                                         batch=Geometry.from_manifest(manifest).tiles)
     from ..features import build_extractor
     from .torch_backend import TorchBackend
 
     bb = manifest["backbone"]
     extractor, _ = build_extractor(bb["name"], bb.get("weights_path"), manifest.get("feature_dim_request"),
-                                   int(manifest["input_size"]), tuple(bb["strides"]))
+                                   Geometry.from_manifest(manifest).size, tuple(bb["strides"]))
     return TorchBackend(extractor, half=fp16)
 
 

@@ -89,9 +89,10 @@ class _EntropyCalibrator:
         return Calib()
 
 
-def build_engine(onnx_bytes: bytes, input_size: int, precision: str = "fp32", batch: int = 1,
+def build_engine(onnx_bytes: bytes, input_size: int | tuple[int, int], precision: str = "fp32", batch: int = 1,
                  calibration: list[np.ndarray] | None = None, cache_dir: Path | None = None) -> bytes:
-    """Serialized engine for fixed batch `batch`; precision fp32, fp16 or int8 (needs calibration)."""
+    """Serialized engine for fixed batch `batch` and input S or (W, H); precision fp32, fp16 or
+    int8 (needs calibration)."""
     trt = _import_trt()
     _cuda()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -111,7 +112,8 @@ def build_engine(onnx_bytes: bytes, input_size: int, precision: str = "fp32", ba
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _EntropyCalibrator(calibration, (cache_dir or Path(".")) / "int8.calib")
     profile = builder.create_optimization_profile()
-    shape = (batch, 3, input_size, input_size)
+    w, h = (input_size, input_size) if isinstance(input_size, int) else input_size
+    shape = (batch, 3, h, w)
     profile.set_shape(INPUT_NAME, shape, shape, shape)
     config.add_optimization_profile(profile)
     if precision == "int8":
@@ -174,8 +176,9 @@ class TensorRTBackend(FeatureBackend):
         return np.concatenate(outs)
 
 
-def _input_size(onnx_path: Path) -> int:
+def _input_size(onnx_path: Path) -> tuple[int, int]:
+    """(W, H) of the graph's fixed spatial input shape."""
     import onnx
 
     dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    return int(dims[2].dim_value)
+    return int(dims[3].dim_value), int(dims[2].dim_value)
