@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -93,6 +94,21 @@ class HttpWatcher(threading.Thread):
                 self.get(f"{cam}/versions")
 
 
+def web_cpu_s() -> float:
+    """CPU seconds used so far by the page's server threads (cheroot's workers and acceptor):
+    what the page takes from inspection, free of the wall-clock noise of a shared machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for t in threading.enumerate():
+        if t.name == "web" or t.name.startswith("CP Server Thread"):
+            try:
+                f = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the thread ended
+            total += (int(f[11]) + int(f[12])) / tick  # utime, stime
+    return total
+
+
 FIRST_FRAME = """const done = arguments[arguments.length - 1];
 const img = document.getElementById('live');
 (function poll() { if (img.naturalWidth > 0) done(performance.now()); else setTimeout(poll, 5); })();"""
@@ -143,9 +159,10 @@ def run(model: Path, source: Path, seconds: float, web: str, loads: int = 0) -> 
         elif web == "http":
             watcher = HttpWatcher(f"http://127.0.0.1:{port}")
             watcher.start()
-        n0 = len(sub.latencies)
+        n0, cpu0 = len(sub.latencies), web_cpu_s()
         time.sleep(seconds)
         lat = list(sub.latencies)[n0:]
+        cpu = (web_cpu_s() - cpu0) / seconds
     finally:
         if isinstance(watcher, HttpWatcher):
             watcher.halt.set()
@@ -156,7 +173,7 @@ def run(model: Path, source: Path, seconds: float, web: str, loads: int = 0) -> 
         t.join()
         sub.close()
         shutil.rmtree(state, ignore_errors=True)
-    return {"latency": lat, "load": load}
+    return {"latency": lat, "load": load, "web_cpu": cpu}
 
 
 def main() -> None:
@@ -171,20 +188,23 @@ def main() -> None:
     a = ap.parse_args()
     modes = a.modes.split(",")
     rows = {m: [] for m in modes}
+    cpu = {m: [] for m in modes}
     load = {}
     for i in range(a.rounds):
         for m in modes:
             r = run(a.model, a.source, a.seconds, m, loads=a.loads if m == "browser" and i == 0 else 0)
             rows[m].append(r["latency"])
+            cpu[m].append(r["web_cpu"])
             load = load or r["load"]
     names = {"off": "off", "http": "on, one viewer's requests (no browser)", "browser": "on, one Chromium watching"}
     print(f"\nOne camera, 20 frames/s, heatmap JPEG every frame; {a.rounds} alternating rounds of {a.seconds:.0f} s\n")
-    print("| page | results | p50 ms | p99 ms | p50 per round |")
-    print("|---|---|---|---|---|")
+    print("| page | results | p50 ms | p99 ms | p50 per round | page threads' CPU ms per s |")
+    print("|---|---|---|---|---|---|")
     for m in modes:
         lat = np.concatenate([np.array(x) for x in rows[m]])
         per = ", ".join(f"{np.percentile(x, 50):.1f}" for x in rows[m])
-        print(f"| {names[m]} | {len(lat)} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 99):.1f} | {per} |")
+        print(f"| {names[m]} | {len(lat)} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 99):.1f} | {per} | "
+              f"{np.median(cpu[m]) * 1e3:.1f} |")
     if load:
         print(f"\nCamera page load on localhost (median of {a.loads}, ms from navigation start)\n")
         print("| " + " | ".join(load) + " |")
