@@ -111,3 +111,23 @@ def test_id_store_is_bounded(tmp_path, monkeypatch):
         seen.claim(f"id{i}", time.time(), 120)
     with pytest.raises(CommandError, match="refused until older ids expire"):
         seen.claim("id3", time.time(), 120)
+
+
+def test_secret_checked_once_with_a_reason(tmp_path, caplog):
+    from edge.command_secret import load_command_secret
+    from edge.config import RecalibrationConfig
+
+    assert load_command_secret(RecalibrationConfig())[1].endswith("no recalibration.secret_file")
+    short = tmp_path / "short"
+    short.write_bytes(b"too-short")
+    secret, why = load_command_secret(RecalibrationConfig(secret_file=short))
+    assert secret is None and "fewer than 16 bytes" in why
+    good = tmp_path / "good"
+    good.write_bytes(SECRET + b"\n")
+    good.chmod(0o600)
+    caplog.clear()
+    assert load_command_secret(RecalibrationConfig(secret_file=good)) == (SECRET, None)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    good.chmod(0o640)
+    load_command_secret(RecalibrationConfig(secret_file=good))
+    assert "mode 0640" in caplog.text and "chmod 600" in caplog.text
