@@ -11,6 +11,7 @@ from edge.errors import ConfigError
 
 from .build import CalibrationConfig, calibrate
 from .settings import CalibrateSettings, load_settings
+from .threshold import DEFAULT_MAX_FALSE_REJECT, DEFAULT_TARGET, RULES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,14 +22,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, help="model directory to create (or add a version to, with --force)")
     p.add_argument("--backbone", help="efficientnet_lite0 (default, embedded) or a timm name, e.g. resnet18")
     p.add_argument("--weights", type=Path, help="local weights file (.safetensors or .pth state dict)")
-    p.add_argument("--input-size", type=int, help="square network input in px (default: 192 for Lite0, else 224)")
+    p.add_argument("--input-size", help="network input: 224 (square), 256x192 (W x H) or short:224 (short side, "
+                   "the images' median aspect; sides rounded to 16 px); default: the backbone's preset")
+    p.add_argument("--tiles", help="cut each image into COLSxROWS overlapping tiles, each scored at the input size "
+                   "(small defects on large frames; cost: one network input per tile); default 1x1")
+    p.add_argument("--tile-overlap", type=float, help="fraction of a tile shared with its neighbour (default 0.1)")
+    p.add_argument("--tile-merge", choices=("max", "mean"), help="anomaly map where tiles overlap (default max)")
     p.add_argument("--coreset-ratio", type=float,
                    help="fraction of patches kept (default: 0.0025 for Lite0's stride-4 grid, else 0.01)")
+    p.add_argument("--layers", help="feature stages by stride, e.g. 8,16 (the paper's) or 4,8,16 (finer textures, "
+                   "bigger grid); default: the backbone's preset")
+    p.add_argument("--min-bank", type=int, help="floor on the bank size in vectors, for sets of a few dozen images "
+                   "(default: the backbone's preset)")
     p.add_argument("--projection-dim", type=int, help="random projection dims for the coreset (default 128)")
     p.add_argument("--feature-dim", type=int, help="reduce patch features to this many dims (default: keep)")
     p.add_argument("--holdout", type=float, help="fraction of images held out for the threshold (default 0.2)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--threshold-rule", choices=RULES,
+                   help="'target': a false-reject rate on good parts (default); 'max3sigma': the former rule")
+    p.add_argument("--target-false-reject", type=float,
+                   help=f"share of good parts the threshold may reject (default {DEFAULT_TARGET:g})")
+    p.add_argument("--bad-images", type=Path, help="folder of known-bad images: report how many the threshold "
+                   "would pass")
+    p.add_argument("--reject-all-bad", action="store_true", default=None,
+                   help="lower the threshold until every --bad-images image fails, within --max-false-reject")
+    p.add_argument("--max-false-reject", type=float,
+                   help=f"false-reject budget for --reject-all-bad (default {DEFAULT_MAX_FALSE_REJECT:g})")
     p.add_argument("--force", action="store_true", help="add a new version to an existing model directory")
+    p.add_argument("--keep-versions", type=int, help="model versions kept for rollback (default 5)")
+    p.add_argument("--expect-onnx-sha256", help="use a cached backbone graph only if it has this sha256, "
+                   "else rebuild it from the weights (the daemon's recalibration passes the model's own)")
     p.add_argument("--no-activate", action="store_true",
                    help="write the new version but keep the current one active (for validation first)")
     p.add_argument("--json-progress", action="store_true",
@@ -40,18 +63,27 @@ def run(args: argparse.Namespace) -> int:
     base = load_settings(args.config) if args.config else CalibrateSettings()
     overrides = {k: v for k, v in vars(args).items()
                  if k in CalibrateSettings.model_fields and v is not None}
+    limit = {"rule": args.threshold_rule, "target_false_reject": args.target_false_reject,
+             "reject_all_bad": args.reject_all_bad, "max_false_reject": args.max_false_reject}
+    overrides["threshold"] = {**base.threshold.model_dump(), **{k: v for k, v in limit.items() if v is not None}}
     try:
         s = CalibrateSettings.model_validate({**base.model_dump(), **overrides})
     except Exception as e:
         err = e.errors()[0]  # type: ignore[attr-defined]
-        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from e
+        raise ConfigError(f"--{str(err['loc'][-1]).replace('_', '-')}: {err['msg']}") from e
     if s.images is None or s.output is None:
         raise ConfigError("calibrate needs --images DIR and --output MODEL_DIR (or both in --config)")
     cfg = CalibrationConfig(images=s.images, output=s.output, backbone=s.backbone,
                             weights=str(s.weights) if s.weights else None, input_size=s.input_size,
-                            coreset_ratio=s.coreset_ratio, projection_dim=s.projection_dim,
+                            tiles=s.tiles, tile_overlap=s.tile_overlap, tile_merge=s.tile_merge,
+                            coreset_ratio=s.coreset_ratio, strides=s.layers, min_bank=s.min_bank,
+                            projection_dim=s.projection_dim,
                             feature_dim=s.feature_dim, holdout=s.holdout, seed=s.seed, force=args.force,
-                            keep_versions=s.keep_versions, activate=not args.no_activate)
+                            keep_versions=s.keep_versions, activate=not args.no_activate,
+                            expect_onnx_sha256=args.expect_onnx_sha256,
+                            threshold_rule=s.threshold.rule, target_false_reject=s.threshold.target_false_reject,
+                            bad_images=s.bad_images, reject_all_bad=s.threshold.reject_all_bad,
+                            max_false_reject=s.threshold.max_false_reject)
     progress = None
     if args.json_progress:
         def progress(stage: str, done: int, total: int) -> None:
@@ -59,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     r = calibrate(cfg, progress)
     if args.json_progress:
         print(json.dumps({"stage": "done", "version_dir": str(r.version_dir), "threshold": r.threshold,
+                          "estimated_false_reject": r.rule.estimated_false_reject, "bad_images": r.bad,
                           "coreset_size": r.coreset_size, "images": r.n_images, "seconds": r.seconds}), flush=True)
         return 0
     t = r.timings
@@ -66,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"images     {r.n_images} ({len(r.skipped)} skipped)")
     print(f"patches    {r.n_patches}")
     print(f"coreset    {r.coreset_size} x {_dim(r)}")
-    print(f"threshold  {r.threshold:.4f}")
+    print(f"threshold  {r.threshold:.4f} ({describe_rule(r)})")
+    if r.bad:
+        print(f"bad images {describe_bad(r.bad)}")
     print(f"time       {r.seconds:.1f} s (backbone {t['backbone']:.1f}, features {t['features']:.1f}, "
           f"coreset {t['coreset']:.1f}, threshold {t['threshold']:.1f}, write {t['write']:.2f})")
     return 0
@@ -74,3 +109,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _dim(r) -> int:
     return json.loads((r.version_dir / "manifest.json").read_text())["feature_dim"]
+
+
+def describe_rule(r) -> str:
+    """One line on what the threshold means, for the operator."""
+    rule = r.rule
+    what = (f"target {rule.target:.1%} false rejects" if rule.rule == "target" else "max3sigma rule")
+    return (f"{what}, {rule.method} over {len(r.good_scores)} cross-scored good images; "
+            f"estimated false rejects {rule.estimated_false_reject:.2%}")
+
+
+def describe_bad(b: dict) -> str:
+    line = (f"{b['escapes']} of {b['n']} would pass the fitted threshold {b['fitted_threshold']:.4f} "
+            f"(escape rate {b['escape_rate']:.1%})")
+    if b["moved"]:
+        line += (f"; moved to {b['threshold']:.4f} so all fail, estimated false rejects "
+                 f"{b['estimated_false_reject']:.2%}")
+    return line

@@ -14,8 +14,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", type=Path, required=True, help="an MVTec-layout category or a root of categories")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="efficientnet_lite0 (default) or a timm name")
     p.add_argument("--weights", type=Path, help="local weights file for non-default backbones")
-    p.add_argument("--input-size", type=int, help="default: the backbone's preset")
+    p.add_argument("--input-size", help="224 (square), 256x192 (W x H) or short:224; default: the backbone's preset")
+    p.add_argument("--tiles", help="COLSxROWS overlapping tiles per image (default 1x1: none)")
+    p.add_argument("--tile-overlap", type=float, default=0.1, help="fraction of a tile shared (default 0.1)")
+    p.add_argument("--tile-merge", choices=("max", "mean"), default="max", help="map where tiles overlap")
     p.add_argument("--coreset-ratio", type=float, help="default: the backbone's preset")
+    p.add_argument("--layers", help="feature stages by stride, e.g. 8,16 or 4,8,16; default: the backbone's preset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", type=Path, help="write heatmaps, score plots and the models here")
     p.add_argument("--json", type=Path, help="write the numbers as JSON here")
@@ -25,12 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .build import CalibrationConfig  # heavy imports only when this command runs
     from .evaluate import evaluate, results_table
+    from .operating_point import operating_table
 
     base = CalibrationConfig(images=args.dataset, output=args.dataset, backbone=args.backbone,
                              weights=str(args.weights) if args.weights else None, input_size=args.input_size,
-                             coreset_ratio=args.coreset_ratio, seed=args.seed)
+                             tiles=args.tiles, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
+                             coreset_ratio=args.coreset_ratio, strides=args.layers, seed=args.seed)
     results = evaluate(args.dataset, base, args.output_dir, args.json)
     print(results_table(results))
+    print("\n" + operating_table(results))
     times = ", ".join(f"{c}: calibrate {r['calibrate_s']:.1f} s, evaluate {r['evaluate_s']:.1f} s"
                       for c, r in results.items())
     print(f"\n{times}")

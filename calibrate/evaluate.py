@@ -1,9 +1,12 @@
 """`evaluate`: calibrate on train/good, score test/, report MVTec AD metrics per category.
 
 Masks are resized (nearest neighbour) to the anomaly map's resolution (the model's input
-size, 224 px by default), not the map to the image: 83 bottle maps at 224 px are 4.2 M
-pixels instead of 67 M, and the maps carry no detail finer than that anyway. Test images
-without a mask (test/good) count as all-good pixels.
+W x H, or its tiled canvas), not the map to the image: 83 bottle maps at 224 px are 4.2 M
+pixels instead of 67 M, and the maps carry no detail finer than that anyway. test/good
+images count as all-good pixels. A defective image without a mask has unknown pixel labels:
+pixel metrics use only the images whose pixels are known, and are None (JSON null, "–" in
+the table, with a note) when no defective image has a mask: most plant data has image
+labels only.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from edge.heatmap import encode_jpeg, overlay
 from edge.knn import make_search
 from edge.modeldir import atomic_write_bytes, load_model
 from edge.preprocess import list_images, read_image
-from edge.scoring import anomaly_map, score_many
+from edge.scoring import score_many
 
 from .build import CalibrationConfig, calibrate
 from .metrics import aupro, at_threshold, best_f1, image_auroc, pixel_auroc
+from .operating_point import average as op_average
+from .operating_point import operating_point
 
 log = logging.getLogger(__name__)
 
@@ -54,49 +59,73 @@ def find_categories(path: Path) -> list[Path]:
     return cats
 
 
-def load_test_set(cat: Path, size: int) -> tuple[list[Path], np.ndarray, np.ndarray]:
-    """Test image paths, image labels (1 = defective) and masks (N, size, size) bool."""
-    paths, labels, masks = [], [], []
+def load_test_set(cat: Path, size: int | tuple[int, int]) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:
+    """Test image paths, image labels (1 = defective), masks (N, H, W) bool (size: S or (W, H))
+    and whether each image's pixel labels are known (good images, or defective ones with a mask file)."""
+    w, h = (size, size) if isinstance(size, int) else size
+    paths, labels, masks, known = [], [], [], []
     for d in sorted(p for p in (cat / "test").iterdir() if p.is_dir()):
         for img in list_images(d):
             paths.append(img)
             labels.append(0 if d.name == "good" else 1)
-            m = np.zeros((size, size), bool)
+            m = np.zeros((h, w), bool)
             gt = cat / "ground_truth" / d.name / f"{img.stem}_mask.png"
+            known.append(d.name == "good" or gt.is_file())
             if d.name != "good" and gt.is_file():
                 raw = cv2.imread(str(gt), cv2.IMREAD_GRAYSCALE)
                 if raw is None:
                     raise ImageError(f"mask {gt} cannot be decoded")
-                m = cv2.resize(raw, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+                m = cv2.resize(raw, (w, h), interpolation=cv2.INTER_NEAREST) > 127
             masks.append(m)
     if not paths:
         raise ImageError(f"{cat / 'test'} holds no images; expected {LAYOUT}")
-    return paths, np.asarray(labels), np.stack(masks)
+    return paths, np.asarray(labels), np.stack(masks), np.asarray(known, bool)
 
 
-def evaluate_category(cat: Path, base: CalibrationConfig, work: Path, output_dir: Path | None) -> dict:
-    """Calibrate on train/good, score test/, compute every metric; returns a dict of numbers."""
+def pixel_metrics(masks: np.ndarray, maps: np.ndarray, labels: np.ndarray, known: np.ndarray,
+                  types: list[str]) -> tuple[dict, str | None]:
+    """Pixel AUROC, F1 and AUPRO over the images with known pixel labels, or None each when no
+    defective image has a mask; returns them and a note saying what was left out, if anything."""
+    missing = sorted({t for t, lab, k in zip(types, labels, known) if lab and not k})
+    if not masks[known].any():
+        return dict.fromkeys(("pixel_auroc", "pixel_f1", "aupro")), \
+            "no defect masks (image labels only): pixel metrics not computed"
+    m, a = masks[known], maps[known]
+    note = None
+    if missing:
+        note = (f"pixel metrics over {int((labels * known).sum())} of {int(labels.sum())} defective images "
+                f"(no masks for: {', '.join(missing)})")
+    return {"pixel_auroc": pixel_auroc(m, a), "pixel_f1": best_f1(m, a), "aupro": aupro(m, a)}, note
+
+
+def evaluate_category(cat: Path, base: CalibrationConfig, work: Path, output_dir: Path | None,
+                      extract=extract_features) -> dict:
+    """Calibrate on train/good, score test/, compute every metric; returns a dict of numbers.
+
+    `extract` computes the test features (benchmarks/accuracy.py passes a caching one)."""
     t0 = time.perf_counter()
     cfg = replace(base, images=cat / "train" / "good", output=work / cat.name, force=True)
     calib = calibrate(cfg)
     t_cal = time.perf_counter() - t0
     t1 = time.perf_counter()
     model = load_model(cfg.output)
-    size = model.input_size
-    paths, labels, masks = load_test_set(cat, size)
-    feats, kept, _ = extract_features(OrtBackend(str(model.onnx_path)), paths, size, model.mean, model.std,
-                                      desc=f"{cat.name} test")
+    geo = model.geometry  # input W x H and tiling
+    paths, labels, masks, known = load_test_set(cat, geo.canvas)
+    feats, kept, _ = extract(OrtBackend(str(model.onnx_path)), paths, geo, model.mean, model.std,
+                             desc=f"{cat.name} test")
     if len(kept) != len(paths):
         raise ImageError(f"{len(paths) - len(kept)} test images of {cat.name} could not be read")
     search = make_search(model.bank, feats.shape[0] * feats.shape[2] * feats.shape[3])
-    scores, patch_maps = score_many(feats, search)
-    maps = np.stack([anomaly_map(p, size) for p in patch_maps])
+    tile_scores, patch_maps = score_many(feats, search)
+    scores = geo.image_scores(tile_scores)  # the max over an image's tiles
+    maps = np.stack([geo.anomaly_map(p) for p in patch_maps.reshape(len(paths), geo.tiles, *patch_maps.shape[1:])])
+    pixel, note = pixel_metrics(masks, maps, labels, known, [p.parent.name for p in paths])
     res = {
         "image_auroc": image_auroc(labels, scores),
-        "pixel_auroc": pixel_auroc(masks, maps),
-        "pixel_f1": best_f1(masks, maps),
-        "aupro": aupro(masks, maps),
+        **pixel,
+        "pixel_note": note,
         "at_threshold": at_threshold(labels, scores, model.threshold),
+        "operating_point": operating_point(labels, scores, model.threshold, calib.rule.fit if calib.rule else None),
         "threshold": model.threshold,
         "n_test": len(paths),
         "n_defective": int(labels.sum()),
@@ -145,17 +174,32 @@ def results_table(results: dict[str, dict]) -> str:
     lines = ["| metric | Avg | " + " | ".join(cats) + " |", "|---|---|" + "---|" * len(cats)]
     for m in METRICS:
         vals = [results[c][m] for c in cats]
-        lines.append(f"| {m} | {np.mean(vals):.4f} | " + " | ".join(f"{v:.4f}" for v in vals) + " |")
+        lines.append(f"| {m} | {_fmt(_mean(vals))} | " + " | ".join(_fmt(v) for v in vals) + " |")
     for m in ("f1", "precision", "recall"):
         vals = [results[c]["at_threshold"][m] for c in cats]
         lines.append(f"| image_{m}@threshold | {np.mean(vals):.4f} | " + " | ".join(f"{v:.4f}" for v in vals) + " |")
+    notes = [f"{c}: {results[c]['pixel_note']}" for c in cats if results[c].get("pixel_note")]
+    if notes:
+        lines += ["", "– = not available. Avg of a pixel metric is over the categories that have it."]
+        lines += [f"Note, {n}" for n in notes]
     return "\n".join(lines)
 
 
+def _mean(vals: list) -> float | None:
+    """Mean of the values that exist (pixel metrics are None for label-only categories)."""
+    have = [v for v in vals if v is not None]
+    return float(np.mean(have)) if have else None
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
 def summary_json(results: dict[str, dict]) -> dict:
-    """Per-category numbers plus an 'average' entry with the four headline metrics."""
-    avg = {m: float(np.mean([r[m] for r in results.values()])) for m in METRICS}
-    return {"categories": results, "average": avg}
+    """Per-category numbers plus an 'average' entry with the four headline metrics (null where
+    no category has the metric; pixel averages are over the categories with masks)."""
+    avg = {m: _mean([r[m] for r in results.values()]) for m in METRICS}
+    return {"categories": results, "average": avg, "operating_point_average": op_average(results)}
 
 
 def evaluate(dataset: Path, base: CalibrationConfig, output_dir: Path | None = None,

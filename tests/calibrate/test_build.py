@@ -16,7 +16,10 @@ def test_model_scores_real_defects_above_threshold_and_goods_below(small_model, 
     man = model.manifest
     assert man["training"]["images"] == 16 and man["grid"] == [48, 48] and model.bank.shape[1] == 64
     assert man["backbone"]["layers"] == ["blocks.1", "blocks.2"] and man["input_size"] == 192
-    assert man["backbone"]["weights_sha256"] and man["threshold"] >= man["score_stats"]["max"]
+    assert man["backbone"]["weights_sha256"] and man["score_stats"]["n"] == 16  # every image cross-scored once
+    fit = man["threshold_fit"]
+    assert fit["rule"] == "target" and fit["folds"] == 5 and len(fit["cross_scores"]) == 16
+    assert man["threshold"] == fit["value"] == fit["thresholds_for_targets"]["0.01"]
     insp = Inspector(model, backend="onnxruntime")
     good = [insp.inspect(read_image(p)).score for p in list_images(bottle / "test/good")[:4]]
     bad = [insp.inspect(read_image(p)).score for p in list_images(bottle / "test/broken_large")[:4]]
@@ -85,7 +88,7 @@ def test_small_images_are_upscaled_with_a_warning(bottle, tmp_path, caplog):
     for i, p in enumerate(list_images(bottle / "train/good")[:3]):
         cv2.imwrite(str(d / f"{i}.jpg"), cv2.resize(cv2.imread(str(p)), (120, 100)))
     calibrate(_cfg(d, tmp_path / "m"), progress=lambda *a: None)
-    assert "smaller than the 192 px input" in caplog.text
+    assert "smaller than the 192x192 px input" in caplog.text
 
 
 def test_yaml_settings_reject_unknown_keys(tmp_path):
