@@ -33,6 +33,7 @@ from .command_secret import load_command_secret
 from .commands import Command, CommandError, claimed_id, parse
 from .config import RecalibrationConfig
 from .errors import PatchcoreError
+from .geometry import Geometry
 from .inspector import Inspector
 from .modeldir import current_version, list_versions, load_model, remove_stale, set_current
 from .nonces import SeenIds
@@ -364,7 +365,7 @@ class Recalibrator:
         bb = old["backbone"]
         args = child_command("calibrate", "--images", str(train), "--output", str(self.root),
                 "--force", "--no-activate", "--json-progress", "--backbone", bb["name"],
-                "--input-size", str(old["input_size"]),
+                *Geometry.from_manifest(old).cli_args(),  # same input W x H and tiling as the old model
                 "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),
                 "--seed", str(old.get("coreset", {}).get("seed", 0)))
         if bb.get("weights_path"):
