@@ -32,7 +32,7 @@ from .capture import Capture, make_source
 from .command_secret import load_command_secret
 from .config import CameraConfig, DaemonConfig
 from .errors import PatchcoreError
-from .heatmap import encode_jpeg, overlay
+from .gpu import heatmap_jpeg, open_inspector
 from .inspector import Inspector
 from .modeldir import load_model
 from .mqtt_link import MqttLink
@@ -176,7 +176,7 @@ class CameraWorker(threading.Thread):
         if hm.mode == "every" or (hm.mode == "fail" and r.verdict == "fail") or (
                 hm.mode == "interval" and now - self.last_heatmap >= hm.interval_s):
             t = time.perf_counter()
-            jpeg = encode_jpeg(overlay(frame, r.anomaly_map, r.threshold, hm.max_side), hm.jpeg_quality)
+            jpeg = heatmap_jpeg(self.inspector, frame, r, hm.max_side, hm.jpeg_quality)  # on the GPU when resident
             self.link.publish(f"{self.base}/heatmap", jpeg, qos=0, retain=True)
             self.last_heatmap = now
             timings["heatmap"] = (time.perf_counter() - t) * 1e3
@@ -220,7 +220,7 @@ class Daemon:
         self.secret = load_command_secret(cfg.recalibration)  # checked once, at start: (secret, why disabled)
         for cam in cfg.cameras:
             try:
-                inspector = Inspector(load_model(cam.model), backend=cam.backend)
+                inspector = open_inspector(load_model(cam.model), backend=cam.backend)
             except PatchcoreError as e:
                 log.error("camera %s refused: %s", cam.name, e)
                 self.refused[cam.name] = str(e)

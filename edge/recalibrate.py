@@ -34,6 +34,7 @@ from .commands import Command, CommandError, claimed_id, parse
 from .config import RecalibrationConfig
 from .errors import PatchcoreError
 from .geometry import Geometry
+from .gpu import open_inspector
 from .inspector import Inspector
 from .modeldir import current_version, list_versions, load_model, remove_stale, set_current
 from .nonces import SeenIds
@@ -239,7 +240,7 @@ class Recalibrator:
         self.worker.inspector = inspector  # one reference swap: the next frame uses the new model
         for other in self.dirs.workers.get(self.root, []):
             if other is not self.worker:  # its own inspector: backends are not shared between threads
-                other.inspector = Inspector(inspector.model, backend=other.cfg.backend)
+                other.inspector = open_inspector(inspector.model, backend=other.cfg.backend)
         return previous
 
     def _rollback(self, cmd: Command) -> None:
@@ -249,7 +250,7 @@ class Recalibrator:
         target = cmd.version or (older[-1] if older else None)
         if target is None or target not in versions:
             raise RecalibrationFailed(f"no version to roll back to (have {versions}, current {cur})")
-        insp = Inspector(load_model(self.root, version=target), backend=self.worker.cfg.backend)
+        insp = open_inspector(load_model(self.root, version=target), backend=self.worker.cfg.backend)
         prev = self._activate(target, insp)
         self.publish("active", id=cmd.id, action="rollback", version=target, previous_version=prev,
                      message=f"rolled back from {prev} to {target}")
@@ -263,7 +264,7 @@ class Recalibrator:
             model = load_model(vdir)
         except PatchcoreError as e:
             raise RecalibrationFailed(str(e)) from e
-        prev = self._activate(model.version, Inspector(model, backend=self.worker.cfg.backend))
+        prev = self._activate(model.version, open_inspector(model, backend=self.worker.cfg.backend))
         self.publish("active", id=cmd.id, action="threshold", version=model.version, previous_version=prev,
                      threshold=round(model.threshold, 5), previous_threshold=round(base.threshold, 5),
                      message=f"threshold {base.threshold:.5g} -> {model.threshold:.5g} in {model.version}")
@@ -337,7 +338,7 @@ class Recalibrator:
             raise
         self.publish("validating", id=cmd.id, action="recalibrate")
         model = load_model(new_dir)
-        insp = Inspector(model, backend=self.worker.cfg.backend)
+        insp = open_inspector(model, backend=self.worker.cfg.backend)
         rejected = [p.name for p in list_images(held) if insp.inspect(read_image(p)).verdict == "fail"]
         problems = []
         if len(rejected) > self.cfg.max_false_reject * n_held:
