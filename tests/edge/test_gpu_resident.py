@@ -172,3 +172,33 @@ def test_cuda_resident_parity_graphs_and_nvjpeg(model, ort, frames):
     r = cuda.inspect(frames[3][1])
     jpeg = heatmap_jpeg(cuda, frames[3][1], r, 320, 80)
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (320, 320, 3)
+
+
+def test_daemon_runs_the_resident_path_through_the_broker(small_model, bottle, tmp_path):
+    """The daemon wired to the resident inspector (forced onto the CPU here; on a GPU machine
+    'auto' picks it by itself): verdicts, heatmap JPEG drawn by it, backend named in stats."""
+    from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
+
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, p in enumerate(list_images(bottle / "test/good")[:2] + list_images(bottle / "test/broken_large")[:2]):
+        (src / f"{i:02d}.png").write_bytes(p.read_bytes())
+    prefix = new_prefix()
+    sub = Collector(prefix)
+    cfg = write_config(tmp_path / "d.yaml", prefix, [{"name": "cam1", "source": str(src), "model": str(small_model),
+                                                       "fps": 10, "roi": [30, 20, 840, 860]}])
+    p = start_daemon(cfg, env={"PATCHCORE_RESIDENT": "cpu"})
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam1/result")) >= 4, 120), p.diagnose()
+        assert sub.wait_for(lambda: any("cam1" in s["cameras"] and s["cameras"]["cam1"].get("results", 0) >= 4
+                                        for s in sub.json_of("stats")), 30)
+    finally:
+        out, err = p.stop()
+    assert p.returncode == 0, err
+    assert [r["verdict"] for r in sub.json_of("cam1/result")[:4]] == ["pass", "pass", "fail", "fail"]
+    jpeg = cv2.imdecode(np.frombuffer(sub.of("cam1/heatmap")[-1], np.uint8), cv2.IMREAD_COLOR)
+    assert jpeg is not None and max(jpeg.shape[:2]) == 320
+    cam = [s for s in sub.json_of("stats") if "cam1" in s["cameras"]][-1]["cameras"]["cam1"]
+    assert cam["backend"] == "torch-resident:cpu" and cam["search"] == "torch-matmul:cpu"
+    assert {"device", "heatmap", "total"} <= set(cam["latency_ms"])
+    sub.close()
