@@ -88,7 +88,8 @@ def main() -> None:
             rows.append((layout, load_model(res["model_version_dir"]), res))
             print(f"{layout}: image AUROC {res['image_auroc']:.4f}", file=sys.stderr)
         lats = latencies([Path(r[2]["model_version_dir"]) for r in rows], frames, a.search)
-    print(f"\n{a.dataset.name}: {len(train)} train images, {len(test)} test images; "
+    trained = "models given" if a.models else f"{len(train)} train images"
+    print(f"\n{a.dataset.name}: {trained}, {len(test)} test images; "
           f"latency over {len(frames)} frames (ONNX Runtime, kNN search {a.search}, medians, ms)\n")
     print("| tiles | inputs/frame | input | canvas | bank | image AUROC | pixel AUROC | calibrate s "
           "| preprocess | backbone | kNN | map | total p50 |")
