@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge.backends import _auto_kind, create_backend, nvidia_gpu_present  # noqa: E402
 from edge.inspector import Inspector  # noqa: E402
 from edge.modeldir import load_model  # noqa: E402
-from edge.preprocess import list_images, read_image, to_input  # noqa: E402
+from edge.preprocess import list_images, read_image  # noqa: E402
 
 STAGES = ("preprocess", "backbone", "knn", "map")
 
@@ -60,7 +60,7 @@ def main() -> None:
     if be.device.startswith("cuda"):
         import torch
 
-        x = np.stack([to_input(frames[0], model.input_size, model.mean, model.std)] * 32)
+        x = np.concatenate([model.geometry.inputs(frames[0], model.mean, model.std)] * 32)  # 32 frames' inputs
         for _ in range(5):
             be(x)
         torch.cuda.synchronize()
