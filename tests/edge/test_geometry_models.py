@@ -89,6 +89,14 @@ def test_tiled_model_scores_tiles_in_one_batch_and_stitches_the_map(tiled_model,
         assert r.anomaly_map.shape == (122, 182)  # the canvas, H x W
         assert r.score == pytest.approx(float(r.patch_scores.max()))  # image score = max over tiles
     assert good.verdict == "pass" and bad.verdict == "fail"
+    # export's parity check cuts the same tiles for torch and the graph and compares per-image scores
+    from edge.backends.ort_backend import OrtBackend
+    from export.onnx_export import rebuild_extractor
+    from export.parity import FixedBatch, parity_report
+
+    images = list_images(bottle / "test/good")[:1] + list_images(bottle / "test/broken_large")[:1]
+    report = parity_report(model, rebuild_extractor(model), FixedBatch(OrtBackend(str(model.onnx_path)), 4), images)
+    assert report["ok"] and report["images"] == 2
 
 
 def test_tiled_non_square_model_round_trip_through_the_daemon(tiled_model, bottle, tmp_path):
