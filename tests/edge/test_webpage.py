@@ -174,6 +174,8 @@ def test_api_snapshot_heatmap_history_failures_versions(station):
     assert fails and all(_expected(f["frame_id"]) == "fail" and f["normalised_score"] > 1 for f in fails)
     thumb = _get(f"{station['base']}{fails[0]['thumb']}", TOKEN, raw=True)[1]
     assert max(cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_COLOR).shape[:2]) == 200
+    large = _get(f"{station['base']}{fails[0]['image']}", TOKEN, raw=True)[1]  # made when first opened
+    assert max(cv2.imdecode(np.frombuffer(large, np.uint8), cv2.IMREAD_COLOR).shape[:2]) == 800
     # MJPEG for an HMI: parts are whole JPEGs of successive frames
     with socket.create_connection(("127.0.0.1", station["port"]), timeout=20) as s:
         s.sendall(f"GET /api/cameras/side/stream.mjpg?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -245,7 +247,7 @@ def _browser():
     from selenium.webdriver.chrome.service import Service
 
     o = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400",
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1750",
               "--disable-gpu", "--no-first-run"):
         o.add_argument(a)
     o.binary_location = chromium
@@ -289,7 +291,7 @@ def test_station_and_camera_pages_in_a_real_browser(station, tmp_path):
         assert hashlib.sha1(first[1].encode()).digest() != hashlib.sha1(changed[1].encode()).digest()
         # verdicts shown with their frame: known good frames pass, known broken ones fail
         seen = {}
-        end = time.monotonic() + 20
+        end = time.monotonic() + 60
         while time.monotonic() < end and len(set(seen.values())) < 2:
             fid, text = d.execute_script("const b = document.getElementById('verdict');"
                                          "return [b.dataset.frameId, b.textContent];")
@@ -311,7 +313,8 @@ def test_station_and_camera_pages_in_a_real_browser(station, tmp_path):
               what="three failure thumbnails")
         d.find_element("css selector", "#failures figure").click()
         _wait(d, "const z = document.getElementById('zoomimg');"
-                 "return document.getElementById('zoom').open && z.naturalWidth > 200", what="the larger failure")
+                 "return document.getElementById('zoom').open && z.complete && z.naturalWidth > 0",
+              what="the larger failure")
         d.find_element("css selector", "#zoom button").click()
         # the chart: points and the red threshold line
         _wait(d, "return Number(document.getElementById('chart').dataset.points) >= 10", what="chart points")
@@ -328,5 +331,8 @@ def test_station_and_camera_pages_in_a_real_browser(station, tmp_path):
         assert shot.stat().st_size > 10_000
         errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
+    except AssertionError as e:  # what the page looked like and said, for a failure seen only on CI
+        d.save_screenshot(str(tmp_path / "failed.png"))
+        raise AssertionError(f"{e}\nbrowser log: {d.get_log('browser')}\nscreenshot: {tmp_path / 'failed.png'}") from e
     finally:
         d.quit()

@@ -138,7 +138,7 @@ function drawChart(canvas, points) {
   const span = now - t0;
   for (let i = 0; i <= 4; i++) {
     const t = t0 + span * i / 4;
-    g.fillText(`-${Math.round(now - t)} s`, x(t) - 14, H - 6);
+    g.fillText(i === 4 ? "now" : `-${Math.round(now - t)} s`, x(t) - 14, H - 6);
   }
   g.strokeStyle = "#d9342b"; g.setLineDash([6, 4]); g.lineWidth = 1.5;  // the threshold
   g.beginPath(); g.moveTo(L, y(1)); g.lineTo(W - R, y(1)); g.stroke();
