@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=0.0, help="seconds between collected frames")
     p.add_argument("--bad-images", type=Path, help="known-bad images the new model must reject")
     p.add_argument("--coreset-ratio", type=float)
+    p.add_argument("--layers", help="feature stages by stride, e.g. 8,16 or 4,8,16 (default: the current model's)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the outcome")
     p.set_defaults(func=run)
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                   "images": str(args.images.resolve()) if args.images else None,
                   "interval_s": args.interval or None,
                   "bad_images": str(args.bad_images.resolve()) if args.bad_images else None,
-                  "coreset_ratio": args.coreset_ratio}
+                  "coreset_ratio": args.coreset_ratio, "layers": args.layers}
     else:
         raise ConfigError("say what to do: --frames N, --images DIR, --rollback [VERSION], --cancel, "
                           "--threshold VALUE or --threshold-scale FACTOR")

@@ -17,7 +17,7 @@ hmac is wrong; it then parses the body once. The body binds the signature to the
 seen before within that window (edge/nonces.py), so a captured command can be replayed
 neither later, nor at once, nor on another camera or station.
 
-Actions: recalibrate (frames | images, interval_s, bad_images, coreset_ratio), rollback
+Actions: recalibrate (frames | images, interval_s, bad_images, coreset_ratio, layers), rollback
 (version), cancel (stops this camera's running recalibration), threshold (value | scale:
 a new version with the new threshold sharing the bank).
 """
@@ -59,13 +59,14 @@ class Command(BaseModel):
     images: Path | None = None
     bad_images: Path | None = None
     coreset_ratio: float | None = Field(None, gt=0, le=1)
+    layers: str | None = Field(None, pattern=r"^\d{1,2}(,\d{1,2}){0,3}$")  # strides, e.g. "8,16"; calibrate checks them
     version: str | None = Field(None, pattern=r"^v\d{4}$")
     value: float | None = Field(None, gt=0)
     scale: float | None = Field(None, gt=0, le=100)
 
     @model_validator(mode="after")
     def _fields_fit_the_action(self):
-        own = {"recalibrate": {"frames", "interval_s", "images", "bad_images", "coreset_ratio"},
+        own = {"recalibrate": {"frames", "interval_s", "images", "bad_images", "coreset_ratio", "layers"},
                "rollback": {"version"}, "cancel": set(), "threshold": {"value", "scale"}}[self.action]
         stray = sorted(f for f in self.model_fields_set
                        if f not in own and f not in {"v", "station", "camera", "action", "id", "ts"})

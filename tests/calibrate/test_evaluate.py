@@ -47,3 +47,34 @@ def test_wrong_layout_names_the_expected_one(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(ImageError, match="train/good"):
         find_categories(tmp_path)
+
+
+def _copy(src, dst, n):
+    dst.mkdir(parents=True)
+    for p in list_images(src)[:n]:
+        shutil.copy(p, dst / p.name)
+
+
+def test_label_only_and_partly_masked_categories_give_image_metrics_and_null_pixel_metrics(bottle, tmp_path):
+    """Real bottle images laid out without ground_truth (labels only), and with masks for one of two
+    defect types: no "AUPRO needs a defect mask" crash; pixel metrics null / over the masked type only."""
+    root = tmp_path / "ds"
+    for cat in ("labels_only", "partly_masked"):
+        _copy(bottle / "train/good", root / cat / "train/good", 10)
+        _copy(bottle / "test/good", root / cat / "test/good", 4)
+        _copy(bottle / "test/broken_large", root / cat / "test/broken_large", 3)
+        _copy(bottle / "test/contamination", root / cat / "test/contamination", 3)
+    _copy(bottle / "ground_truth/broken_large", root / "partly_masked/ground_truth/broken_large", 3)
+    base = CalibrationConfig(images=root, output=root, coreset_ratio=0.05)
+    res = evaluate(root, base, json_path=tmp_path / "r.json")
+    lo, pm = res["labels_only"], res["partly_masked"]
+    assert lo["image_auroc"] >= 0.8 and lo["n_defective"] == 6 and "f1" in lo["at_threshold"]
+    assert lo["pixel_auroc"] is None and lo["pixel_f1"] is None and lo["aupro"] is None
+    assert "no defect masks" in lo["pixel_note"]
+    assert 0.8 <= pm["pixel_auroc"] <= 1.0 and pm["aupro"] is not None
+    assert pm["pixel_note"] == "pixel metrics over 3 of 6 defective images (no masks for: contamination)"
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["categories"]["labels_only"]["aupro"] is None
+    assert data["average"]["pixel_auroc"] == pm["pixel_auroc"]  # over the categories that have it
+    table = results_table(res)
+    assert "| pixel_auroc | " in table and "| – |" in table and "labels_only: no defect masks" in table
