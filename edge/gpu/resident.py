@@ -202,6 +202,9 @@ class ResidentInspector:
         (timings preprocess/backbone/knn/map as the CPU path reports them; slower)."""
         if len({f.shape for f in frames}) != 1:
             raise ValueError("inspect_many needs frames of one size; group them by shape")
+        n = len(frames)
+        if self.backend.graphs and n > 1:  # batches padded to a power of two: few graphs serve every batch size
+            frames = frames + [frames[-1]] * ((1 << (n - 1).bit_length()) - n)
         shape = (len(frames), *frames[0].shape)
         t0 = time.perf_counter()
         with self._lock:
@@ -229,7 +232,7 @@ class ResidentInspector:
             timings = {"device": (t1 - t0) * 1e3}
         m = self.model
         return [ResidentInspection(float(scores[i]), m.threshold, m.version, patch[i * tiles:(i + 1) * tiles],
-                                   amap[i], fr[i], dict(timings)) for i in range(len(frames))]
+                                   amap[i], fr[i], dict(timings)) for i in range(n)]
 
     def _scores(self, out: dict[str, torch.Tensor]) -> np.ndarray:
         if not self.reweight:
