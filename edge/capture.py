@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import PatchcoreError
+from .errors import ImageError, PatchcoreError
+from .image_size import check_size
 from .preprocess import IMAGE_EXTENSIONS, list_images, read_image, to_bgr8
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,13 @@ class OpenCVSource(FrameSource):
         if not ok and self.finite and self.loop:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self.cap.read()
-        return to_bgr8(frame) if ok else None
+        if not ok:
+            return None
+        try:  # a stream of 1x1 or gigapixel frames is a broken source, not something to judge
+            check_size(frame.shape[1], frame.shape[0], f"frame from {self.source!r}")
+        except ImageError as e:
+            raise CameraError(str(e)) from e
+        return to_bgr8(frame)
 
     def close(self) -> None:
         if self.cap is not None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from .config import load_config
 from .daemon import run_daemon
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    for warning in cfg.warnings():
+        log.warning("%s", warning)
     if args.print_results:
         cfg.print_results = True
     return run_daemon(cfg)

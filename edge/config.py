@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .names import check_name
 from .web.config import WebConfig
 
 
@@ -54,6 +55,8 @@ class MqttConfig(Strict):
     def _no_wildcards(cls, v: str) -> str:
         if any(c in v for c in "#+") or v.endswith("/"):
             raise ValueError("must not contain '#', '+' or end with '/'")
+        if v.startswith("$"):  # brokers reserve $-topics ($SYS): nothing published there arrives
+            raise ValueError("must not start with '$' (reserved by the broker, e.g. $SYS)")
         return v
 
     def password(self) -> str | None:
@@ -77,9 +80,14 @@ class HeatmapConfig(Strict):
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality")
     max_side: int = Field(320, ge=32, le=4096, description="longest side of the heatmap image, px")
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
 
 class CameraConfig(Strict):
-    name: str = Field(description="camera name, used in topics", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description="camera name, used in topics and folder names (edge/names.py)")
     source: str | int = Field(description="device index, RTSP/HTTP URL, video file or image folder")
     model: Path = Field(description="model directory written by 'patchcore-edge calibrate'")
     roi: tuple[int, int, int, int] | None = Field(None, description="crop x, y, width, height before inference")
@@ -89,6 +97,14 @@ class CameraConfig(Strict):
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field("auto", description="feature backend")
     stall_timeout_s: float = Field(5.0, gt=0, description="reopen the source when no frame came for this long")
     heatmap: HeatmapConfig = Field(default_factory=HeatmapConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        try:
+            return check_name(v, "camera name")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("roi")
     @classmethod
@@ -162,6 +178,14 @@ class DaemonConfig(Strict):
     prometheus: PrometheusConfig | None = Field(None, description="Prometheus metrics endpoint; off when absent")
     web: WebConfig = Field(default_factory=WebConfig, description="station web page (edge/web/); off by default")
 
+    def warnings(self) -> list[str]:
+        """Risky but valid settings, logged at start."""
+        m = self.mqtt
+        if m.username and (m.password_file or m.password_env) and m.tls is None:
+            return [f"mqtt: user {m.username!r} sends its password in clear text to {m.host}:{m.port} "
+                    "(no mqtt.tls); use TLS unless the broker is on this machine"]
+        return []
+
     @model_validator(mode="after")
     def _unique_names(self):
         names = [c.name for c in self.cameras]
@@ -203,6 +227,15 @@ def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
         rc.secret_file = (base / rc.secret_file).resolve()
     if cfg.web.token_file and not cfg.web.token_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):
         cfg.web.token_file = (base / cfg.web.token_file).resolve()
+    if cfg.mqtt.tls:  # a missing file would otherwise surface as an ssl traceback at connect time
+        for key in ("ca", "cert", "key"):
+            p = getattr(cfg.mqtt.tls, key)
+            if p is None:
+                continue
+            p = p if p.is_absolute() else (base / p).resolve()
+            setattr(cfg.mqtt.tls, key, p)
+            if not p.is_file() or not os.access(p, os.R_OK):
+                raise ConfigError(f"{path}: mqtt.tls.{key}: file {p} does not exist or is not readable")
     for cam in cfg.cameras:  # relative paths are relative to the config file
         if not cam.model.is_absolute():
             cam.model = (base / cam.model).resolve()

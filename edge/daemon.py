@@ -75,6 +75,8 @@ class CameraWorker(threading.Thread):
         self.listeners: list = []  # per-result hooks (camera, result): Sparkplug B, Prometheus (outputs.py)
 
     def on_trigger(self, topic: str, payload: bytes) -> None:
+        # triggers that arrive while one is pending are served by the same frame: count them
+        self.stats.trigger(merged=self.trigger.is_set())
         self.trigger.set()
 
     def stop(self) -> None:

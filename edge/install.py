@@ -43,6 +43,25 @@ def _put(path: Path, data: bytes, mode: int, overwrite: bool) -> str:
     return "written"
 
 
+def _service_group(path: Path, user: str) -> None:
+    """Give the service user's group read access (the unit runs as that user, not root).
+
+    Secrets stay root:root 0600: systemd's LoadCredential= hands them to the service. A user
+    that does not exist yet (an install into an image root) is skipped."""
+    import grp
+    import pwd
+
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+    except KeyError:
+        try:
+            gid = grp.getgrnam(user).gr_gid
+        except KeyError:
+            return
+    if os.stat(path).st_gid != gid:
+        os.chown(path, -1, gid)
+
+
 def install(root: Path, user: str, executable: str, uninstall: bool = False) -> dict[str, str]:
     """Returns what happened to each path ('written', 'kept', 'removed', ...)."""
     etc, state = root / "etc/patchcore-edge", Path("/var/lib/patchcore-edge")
@@ -53,15 +72,16 @@ def install(root: Path, user: str, executable: str, uninstall: bool = False) -> 
             unit_path.unlink()
             done[str(unit_path)] = "removed"
         return done
+    if root == Path("/"):  # first: config.yaml's group is the service user's
+        done[f"user {user}"] = _ensure_user(user)
     unit = render_unit(executable, "/etc/patchcore-edge/config.yaml", user, str(state))
     done[str(unit_path)] = _put(unit_path, unit.encode(), 0o644, overwrite=True)
     done[str(etc / "config.yaml")] = _put(etc / "config.yaml", EXAMPLE_CONFIG.read_bytes(), 0o640, overwrite=False)
+    _service_group(etc / "config.yaml", user)  # 0640 root:<user>: the service reads it, others do not
     done[str(etc / "mqtt-password")] = _put(etc / "mqtt-password", b"change-me\n", 0o600, overwrite=False)
     done[str(etc / "recalibration-secret")] = _put(etc / "recalibration-secret",
                                                    secrets.token_hex(32).encode() + b"\n", 0o600, overwrite=False)
     (root / state.relative_to("/") / "models").mkdir(parents=True, exist_ok=True)
-    if root == Path("/"):
-        done[f"user {user}"] = _ensure_user(user)
     return done
 
 

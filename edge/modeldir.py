@@ -4,6 +4,7 @@
       CURRENT                  text: the active version's name (replaced atomically)
       versions/v0001/          one complete calibration
         manifest.json          format version, backbone, input size, threshold, stats, hashes
+        manifest.sha256        sha256 of manifest.json's bytes (`sha256sum -c` format)
         coreset.safetensors    the memory bank (float32, N x D); no pickle anywhere
         backbone.onnx          patch-feature graph (trunk + aggregation)
       versions/v0002/ ...      older versions stay for rollback (the newest `keep` are kept)
@@ -11,12 +12,21 @@
 A version is written into `versions/.tmp-*`, every file fsynced, then renamed into place,
 then CURRENT is switched by writing `CURRENT.tmp`, fsync, rename. A crash at any point
 leaves either the old or the new version active, never a half-written one.
+
+Integrity: the manifest holds the sha256 of every other file and manifest.sha256 holds the
+manifest's, so one changed byte anywhere refuses the load. CURRENT must hold a version name
+(v + 4 or more digits) whose folder lies inside this directory's versions/ (no `..`, no
+absolute path, no symlink out). Modes: folders 0750, files 0640 (owner writes, the service
+group reads, others nothing), whatever the umask.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +37,18 @@ from typing import Any
 import numpy as np
 
 from .backbone import sha256_file
-from .errors import ModelError
+from .names import inside
+from .errors import ConfigError, ModelError
 from .geometry import Geometry
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # 2: manifest.sha256 beside the manifest (1: without; still read, with a warning)
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
+MANIFEST_HASH = "manifest.sha256"
+VERSION_PATTERN = re.compile(r"v\d{4,}")
+DIR_MODE, FILE_MODE = 0o750, 0o640
 CORESET = "coreset.safetensors"
 ONNX = "backbone.onnx"
 CURRENT = "CURRENT"
@@ -86,11 +103,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write a file so that readers see the old or the new content, never a mix."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, mode)  # mkstemp makes 0600; one rule for every file we write
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -113,6 +131,7 @@ def _naming(e: OSError, path: Path) -> OSError:
 def _write_synced(path: Path, data: bytes) -> None:
     try:
         with open(path, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)  # whatever the umask made of it
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -129,13 +148,33 @@ def list_versions(root: str | Path) -> list[str]:
     vdir = Path(root) / VERSIONS
     if not vdir.is_dir():
         return []
-    return sorted(p.name for p in vdir.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+    return sorted(p.name for p in vdir.iterdir()
+                  if VERSION_PATTERN.fullmatch(p.name) and p.is_dir() and (p / MANIFEST).is_file())
+
+
+def check_version_name(name: str, root: str | Path) -> str:
+    """`name` if it is a version name (v0001 ...), else ModelError (CURRENT or a command said it)."""
+    if not isinstance(name, str) or not VERSION_PATTERN.fullmatch(name):
+        raise ModelError(f"model directory {root}: {name!r} is not a version name (v0001, v0002, ...); "
+                         f"fix {Path(root) / CURRENT} or roll back with 'patchcore-edge rollback'")
+    return name
+
+
+def version_dir(root: str | Path, name: str) -> Path:
+    """versions/<name> of this model directory, refusing names or symlinks that lead elsewhere."""
+    check_version_name(name, root)
+    try:
+        return inside(Path(root) / VERSIONS, name)
+    except ConfigError as e:
+        raise ModelError(f"model directory {root}: version {name} resolves outside {Path(root) / VERSIONS}; "
+                         "refused (a symlink?)") from e
 
 
 def current_version(root: str | Path) -> str | None:
-    """The active version's name, or None for a directory without a model."""
+    """The active version's name, or None for a directory without a model; ModelError when
+    CURRENT holds anything but a version name (e.g. ../../other/versions/v0004)."""
     cur = Path(root) / CURRENT
-    return cur.read_text().strip() if cur.is_file() else None
+    return check_version_name(cur.read_text().strip(), root) if cur.is_file() else None
 
 
 def is_model_root(root: str | Path) -> bool:
@@ -161,7 +200,9 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
 
     root = Path(root)
     vdir = root / VERSIONS
-    vdir.mkdir(parents=True, exist_ok=True)
+    if not vdir.is_dir():  # only a folder we create: an existing one may belong to another user
+        vdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(vdir, DIR_MODE)
     remove_stale(root)
     existing = list_versions(root)
     number = 1 + max((int(v[1:]) for v in existing if v[1:].isdigit()), default=0)
@@ -180,7 +221,10 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
             feature_dim=int(bank.shape[1]),
             files={CORESET: sha256_file(tmp / CORESET), ONNX: sha256_file(tmp / ONNX)},
         )
-        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2).encode())
+        manifest_bytes = json.dumps(manifest, indent=2).encode()
+        _write_synced(tmp / MANIFEST, manifest_bytes)
+        _write_synced(tmp / MANIFEST_HASH, manifest_hash_line(manifest_bytes))
+        os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700
         _fsync_dir(tmp)
         os.rename(tmp, vdir / name)
         _fsync_dir(vdir)
@@ -196,7 +240,7 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
 def set_current(root: str | Path, version: str) -> None:
     """Atomically make `version` the active one (used for activation and rollback)."""
     root = Path(root)
-    if not (root / VERSIONS / version / MANIFEST).is_file():
+    if not (version_dir(root, version) / MANIFEST).is_file():
         raise ModelError(f"model directory {root} has no version {version!r}; versions: {list_versions(root)}")
     atomic_write_bytes(root / CURRENT, (version + "\n").encode())
 
@@ -221,7 +265,7 @@ def resolve_version_dir(path: str | Path, version: str | None = None) -> Path:
     if name is None:
         raise ModelError(f"{path} is not a model directory (no {CURRENT} file or {MANIFEST}); "
                          "point at the folder 'patchcore-edge calibrate --output' wrote")
-    vpath = path / VERSIONS / name
+    vpath = version_dir(path, name)
     if not (vpath / MANIFEST).is_file():
         raise ModelError(f"model directory {path}: version {name!r} is missing; "
                          f"available: {list_versions(path)} (roll back with 'patchcore-edge rollback')")
@@ -232,21 +276,49 @@ REQUIRED_KEYS = ("format_version", "version", "backbone", "input_size", "normali
                  "coreset_size", "threshold", "score_stats", "files")
 
 
+def manifest_hash_line(manifest_bytes: bytes) -> bytes:
+    """manifest.sha256's content: `sha256sum` format, so `sha256sum -c manifest.sha256` checks it too."""
+    return f"{hashlib.sha256(manifest_bytes).hexdigest()}  {MANIFEST}\n".encode()
+
+
+def _check_manifest_hash(vpath: Path, manifest_bytes: bytes, manifest: dict) -> None:
+    """Refuse a manifest changed after it was written (a threshold edited by hand, a flipped bit)."""
+    hfile = vpath / MANIFEST_HASH
+    if manifest.get("format_version") == 1 and not hfile.exists():
+        log.warning("%s predates manifest hashes (format 1): its manifest cannot be checked; recalibrate "
+                    "to get a version with %s", vpath, MANIFEST_HASH)
+        return
+    try:
+        recorded = hfile.read_text().split()[0].lower()
+    except (OSError, IndexError, UnicodeDecodeError) as e:
+        raise ModelError(f"{hfile} is missing or unreadable, so {vpath / MANIFEST} cannot be checked; "
+                         "roll back or recalibrate") from e
+    if hashlib.sha256(manifest_bytes).hexdigest() != recorded:
+        raise ModelError(f"{vpath / MANIFEST} was changed after it was written (its sha256 does not match "
+                         f"{MANIFEST_HASH}); refused: roll back or recalibrate")
+
+
 def load_model(path: str | Path, version: str | None = None, verify: bool = True) -> Model:
     """Load and verify a model version (format, hashes, shapes); ModelError says what is wrong."""
     from safetensors.numpy import load_file
 
     vpath = resolve_version_dir(path, version)
     try:
-        manifest = json.loads((vpath / MANIFEST).read_text())
+        manifest_bytes = (vpath / MANIFEST).read_bytes()
+        manifest = json.loads(manifest_bytes)
     except (OSError, ValueError) as e:
         raise ModelError(f"{vpath / MANIFEST} is unreadable or not JSON ({e}); roll back or recalibrate") from e
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{vpath / MANIFEST} is not a JSON object; roll back or recalibrate")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ModelError(f"{vpath / MANIFEST} lacks {missing}; it was not written by patchcore-edge, recalibrate")
-    if manifest["format_version"] != FORMAT_VERSION:
+    if manifest["format_version"] not in READABLE_FORMATS:
         raise ModelError(f"{vpath} has model format {manifest['format_version']}, this build reads "
-                         f"{FORMAT_VERSION}; recalibrate with this version or install a matching patchcore-edge")
+                         f"{list(READABLE_FORMATS)}; recalibrate with this version or install a matching "
+                         "patchcore-edge")
+    if verify:
+        _check_manifest_hash(vpath, manifest_bytes, manifest)
     Geometry.from_manifest(manifest)  # input size / tiling readable (ModelError otherwise)
     if verify:
         for fname, digest in manifest["files"].items():

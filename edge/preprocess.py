@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
+from .image_size import check_file_header, check_size
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -38,9 +39,11 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise ImageError(f"image {path} does not exist")
+    check_file_header(path)  # refuse a huge image before decoding it
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV reads (png, jpg, bmp, tiff) or truncated")
+    check_size(img.shape[1], img.shape[0], f"image {path}")
     return to_bgr8(img)
 
 

@@ -32,11 +32,12 @@ import cv2
 from .command_secret import load_command_secret
 from .commands import Command, CommandError, claimed_id, parse
 from .config import RecalibrationConfig
-from .errors import PatchcoreError
+from .errors import ImageError, PatchcoreError
 from .geometry import Geometry
 from .gpu import open_inspector
 from .inspector import Inspector
-from .modeldir import current_version, list_versions, load_model, remove_stale, set_current
+from .modeldir import ONNX, current_version, list_versions, load_model, remove_stale, set_current
+from .names import inside
 from .nonces import SeenIds
 from .preprocess import list_images, read_image
 from .retune import write_threshold_version
@@ -44,6 +45,11 @@ from .retune import write_threshold_version
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding this installation's edge/ and patchcore_edge/
+# Collected frames go to <work_dir>/WORK_SUBDIR/<camera>/ (work_dir defaults to <model>/incoming);
+# only a folder holding WORK_MARKER, written when the folder was made, is ever deleted: work_dir
+# may be shared with anything, e.g. the folder holding the model directories themselves.
+WORK_SUBDIR = ".patchcore-recalibration"
+WORK_MARKER = ".created-by-patchcore-edge"
 
 # The calibration child: `-I` (isolated: neither the working directory nor PYTHON* variables
 # reach sys.path) and `patchcore_edge` imported from the same folder as this `edge`, by absolute
@@ -113,7 +119,8 @@ class Recalibrator:
         self.activating = False
         self.state: dict = ({"state": "disabled", "message": self.disabled, "version": current_version(self.root)}
                             if self.disabled else {"state": "idle", "version": current_version(self.root)})
-        self.work = (Path(cfg.work_dir) if cfg.work_dir else self.root / "incoming") / worker.cfg.name
+        self.work_base = Path(cfg.work_dir) if cfg.work_dir else self.root / "incoming"
+        self.work = inside(self.work_base, WORK_SUBDIR, worker.cfg.name)
         self._clear_work()  # frames of an interrupted run
         remove_stale(self.root)  # a version or CURRENT half-written when the daemon was killed
 
@@ -206,7 +213,7 @@ class Recalibrator:
             self.publish("cancelled", id=cmd.id, action=cmd.action, cancel_id=self.cancel_id,
                          message=f"cancelled by {self.cancel_id}; {current_version(self.root)} stays active",
                          version=current_version(self.root))
-        except RecalibrationFailed as e:
+        except (RecalibrationFailed, PatchcoreError) as e:  # PatchcoreError: a user-actionable message
             self._failed(cmd, str(e))
         except OSError as e:  # a full or read-only disk while writing frames or switching CURRENT
             self._failed(cmd, f"cannot write {e.filename or 'the model directory'}: {e.strerror} (disk full?)")
@@ -226,13 +233,72 @@ class Recalibrator:
         self.publish("failed", id=cmd.id, action=cmd.action, message=message, version=current_version(self.root))
 
     def _clear_work(self) -> None:
-        """Delete the collected frames (and the folder above them once no camera uses it)."""
-        shutil.rmtree(self.work, ignore_errors=True)
-        if self.work.parent == self.root / "incoming":  # a configured work_dir stays
+        """Delete the collected frames: only our own folder, proven by its marker, and then
+        the (empty) folders above it that we made."""
+        work = self.work
+        if work.is_dir() and not work.is_symlink() and (work / WORK_MARKER).is_file():
+            # the marker goes last: a kill mid-delete leaves it, so the next start finishes the job
             try:
-                self.work.parent.rmdir()
+                for entry in work.iterdir():
+                    if entry.name != WORK_MARKER:
+                        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                (work / WORK_MARKER).unlink()
+            except OSError as e:  # never raise here: it runs in `finally` and at start
+                log.warning("camera %s: cannot remove the collected frames in %s: %s", self.worker.cfg.name, work, e)
+                return
+        if work.is_symlink() or work.exists():
+            try:
+                work.rmdir()  # only ever removes an empty folder
             except OSError:
-                pass  # another camera's frames are in it
+                log.warning("camera %s: leaving %s alone: it was not created by patchcore-edge (no %s)",
+                            self.worker.cfg.name, work, WORK_MARKER)
+                return
+        parents = [work.parent] + ([self.work_base] if self.work_base == self.root / "incoming" else [])
+        for d in parents:  # a configured work_dir itself stays
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # not empty: another camera's frames are in it
+
+    def _make_work(self) -> tuple[Path, Path]:
+        """A fresh work folder with its ownership marker; train/ and held/ in it."""
+        self._clear_work()
+        if self.work.exists() or self.work.is_symlink():
+            raise RecalibrationFailed(f"{self.work} exists and was not created by patchcore-edge; remove it or "
+                                      "set another recalibration.work_dir")
+        self.work.mkdir(parents=True)
+        (self.work / WORK_MARKER).write_text(f"recalibration frames of camera {self.worker.cfg.name}; "
+                                             "deleted by patchcore-edge when the attempt ends\n")
+        train, held = self.work / "train", self.work / "held"
+        train.mkdir()
+        held.mkdir()
+        return train, held
+
+    @staticmethod
+    def _check_folders(cmd: Command) -> None:
+        """Refuse folders that would make the attempt meaningless, before any frame is collected."""
+        for key in ("images", "bad_images"):
+            folder = getattr(cmd, key, None)
+            if folder is None:
+                continue
+            try:
+                found = list_images(folder)
+            except ImageError:
+                raise RecalibrationFailed(f"{key}: {folder} does not exist or is not a folder") from None
+            if key == "bad_images" and not found:  # "rejects every known-bad image" would pass trivially
+                raise RecalibrationFailed(f"bad_images: {folder} holds no images (png, jpg, bmp, ...); point it at "
+                                          "images of known defects or leave it out")
+
+    @staticmethod
+    def _readable(paths: list[Path], skipped: list[str]):
+        """(path, decoded image); an unreadable file is skipped with a warning (as `calibrate` does)."""
+        for p in paths:
+            try:
+                yield p, read_image(p)
+            except ImageError as e:
+                log.warning("recalibration: skipping %s", e)
+                skipped.append(p.name)
+
 
     def _activate(self, version: str, inspector: Inspector) -> str | None:
         previous = current_version(self.root)
@@ -273,12 +339,13 @@ class Recalibrator:
     def _collect(self, cmd: Command, train: Path, held: Path) -> tuple[int, int]:
         """Write the frames to train/ and every 1/validation_fraction-th one to held/."""
         every = max(2, round(1 / self.cfg.validation_fraction))
+        skipped: list[str] = []
         if cmd.images:
             paths = list_images(cmd.images)
             if len(paths) < 3:
                 raise RecalibrationFailed(f"{cmd.images} holds {len(paths)} images; at least 3 are needed")
             total = len(paths)
-            frames = (read_image(p) for p in paths)
+            frames = (img for _, img in self._readable(paths, skipped))
         else:
             total = cmd.frames
             frames = self._live_frames(cmd)
@@ -300,6 +367,9 @@ class Recalibrator:
             if i % 10 == 0 or i == total - 1:
                 self.publish("collecting", id=cmd.id, action="recalibrate", done=i + 1, total=total,
                              percent=round(100 * (i + 1) / total, 1))
+        if skipped and n_train + n_held < 3:
+            raise RecalibrationFailed(f"only {n_train + n_held} of {total} images in {cmd.images} could be read "
+                                      f"(unreadable: {', '.join(skipped[:3])}); at least 3 are needed")
         return n_train, n_held
 
     def _live_frames(self, cmd: Command):
@@ -324,10 +394,8 @@ class Recalibrator:
 
     def _recalibrate(self, cmd: Command) -> None:
         t0 = time.monotonic()
-        train, held = self.work / "train", self.work / "held"
-        self._clear_work()
-        train.mkdir(parents=True)
-        held.mkdir()
+        self._check_folders(cmd)
+        train, held = self._make_work()
         n_train, n_held = self._collect(cmd, train, held)
         old = self.worker.inspector.model.manifest
         new_dir = self._build(cmd, train, old)
@@ -345,8 +413,11 @@ class Recalibrator:
             problems.append(f"it rejects {len(rejected)} of {n_held} held-out good frames "
                             f"(allowed: {self.cfg.max_false_reject:.0%})")
         if cmd.bad_images:
-            bad = list_images(cmd.bad_images)
-            passed = [p.name for p in bad if insp.inspect(read_image(p)).verdict == "pass"]
+            unreadable: list[str] = []
+            bad = list(self._readable(list_images(cmd.bad_images), unreadable))
+            passed = [p.name for p, img in bad if insp.inspect(img).verdict == "pass"]
+            if not bad:
+                problems.append(f"none of the known-bad images in {cmd.bad_images} could be read")
             if passed:
                 problems.append(f"it passes {len(passed)} of {len(bad)} known-bad images ({', '.join(passed[:3])})")
         if problems:
@@ -374,6 +445,9 @@ class Recalibrator:
             args += ["--layers", layers]
         if bb.get("weights_path"):
             args += ["--weights", bb["weights_path"]]
+        args += ["--keep-versions", str(self.cfg.keep_versions)]
+        if old.get("files", {}).get(ONNX):  # the graph cache must give the graph this model was verified with
+            args += ["--expect-onnx-sha256", old["files"][ONNX]]
         n = str(self.cfg.threads)
         env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "NUMBA_NUM_THREADS": n,
                "PATCHCORE_THREADS": n}

@@ -19,6 +19,8 @@ class CameraStats:
         self.results = 0
         self.fails = 0
         self.errors = 0  # frames whose inspection raised
+        self.triggers = 0  # MQTT triggers received (trigger: mqtt)
+        self.triggers_merged = 0  # of those, arrived while one was pending: served by the same frame
         self.last_error: str | None = None
         self.last_error_at: float | None = None  # monotonic
 
@@ -29,6 +31,11 @@ class CameraStats:
             self.times.append(time.monotonic())
             for k, v in timings_ms.items():
                 self.stages.setdefault(k, deque(maxlen=WINDOW)).append(v)
+
+    def trigger(self, merged: bool) -> None:
+        with self.lock:
+            self.triggers += 1
+            self.triggers_merged += merged
 
     def error(self, message: str) -> None:
         with self.lock:
@@ -45,4 +52,5 @@ class CameraStats:
                    for k, v in self.stages.items() if v}
             age = None if self.last_error_at is None else round(time.monotonic() - self.last_error_at, 1)
             return {"fps": round(fps, 2), "results": self.results, "fails": self.fails, "latency_ms": lat,
-                    "errors": self.errors, "last_error": self.last_error, "last_error_s": age}
+                    "errors": self.errors, "last_error": self.last_error, "last_error_s": age,
+                    "triggers": self.triggers, "triggers_merged": self.triggers_merged}

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     images = _parity_images(model, args.images)
     out_dir = model.path / "exports"
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(mode=0o750, exist_ok=True)  # the model directory's rule (edge/modeldir.py)
     batch = None if args.dynamic_batch else args.batch
     onnx_bytes, meta = export_onnx(model, batch)
     extractor = rebuild_extractor(model)

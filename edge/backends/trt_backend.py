@@ -154,7 +154,7 @@ class TensorRTBackend(FeatureBackend):
             data = build_engine(Path(onnx_path).read_bytes(), _input_size(onnx_path), precision, batch)
             from ..modeldir import atomic_write_bytes
 
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o750, parents=True, exist_ok=True)  # the model directory's rule
             atomic_write_bytes(path, data)
         return cls(path.read_bytes())
 
