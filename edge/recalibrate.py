@@ -299,7 +299,6 @@ class Recalibrator:
                 log.warning("recalibration: skipping %s", e)
                 skipped.append(p.name)
 
-
     def _activate(self, version: str, inspector: Inspector) -> str | None:
         previous = current_version(self.root)
         set_current(self.root, version)
