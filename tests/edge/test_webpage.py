@@ -311,7 +311,9 @@ def test_station_and_camera_pages_in_a_real_browser(station, tmp_path):
         _wait(d, "const i = document.querySelectorAll('#failures figure img');"
                  "return i.length >= 3 && Array.from(i).every(x => x.naturalWidth > 0);",
               what="three failure thumbnails")
-        d.find_element("css selector", "#failures figure").click()
+        # clicked from page JS: the strip is re-rendered as failures arrive, so a WebDriver
+        # element found a moment earlier can be gone (stale) by the time it is clicked
+        d.execute_script("document.querySelector('#failures figure').click()")
         _wait(d, "const z = document.getElementById('zoomimg');"
                  "return document.getElementById('zoom').open && z.complete && z.naturalWidth > 0",
               what="the larger failure")
