@@ -32,6 +32,7 @@ setup(
         "cheroot>=10",  # its threaded WSGI server
         "scikit-learn>=1.2",
         "matplotlib>=3.5",
+        "pillow>=9.0",  # image headers: size limits before decoding (edge/image_size.py)
     ],
     extras_require={
         # GPU stack; on a Jetson use JetPack's TensorRT and NVIDIA's onnxruntime-gpu wheel instead.
