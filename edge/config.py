@@ -177,6 +177,9 @@ class DaemonConfig(Strict):
     sparkplug: SparkplugConfig | None = Field(None, description="Sparkplug B output; off when absent")
     prometheus: PrometheusConfig | None = Field(None, description="Prometheus metrics endpoint; off when absent")
     web: WebConfig = Field(default_factory=WebConfig, description="station web page (edge/web/); off by default")
+    gpu_batch_ms: float = Field(2.0, ge=0, le=50, description="cameras inspected on a CUDA device that share a "
+                                "model version: wait at most this long to batch their frames (0: off; a lone "
+                                "camera never waits)")
 
     def warnings(self) -> list[str]:
         """Risky but valid settings, logged at start."""

@@ -32,7 +32,7 @@ from .capture import Capture, make_source
 from .command_secret import load_command_secret
 from .config import CameraConfig, DaemonConfig
 from .errors import PatchcoreError
-from .gpu import heatmap_jpeg, open_inspector
+from .gpu import heatmap_jpeg, open_inspector, share_batches
 from .inspector import Inspector
 from .modeldir import load_model
 from .mqtt_link import MqttLink
@@ -238,6 +238,7 @@ class Daemon:
             if cam.trigger == "mqtt":
                 self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/trigger"] = w.on_trigger
         self.outputs = attach_outputs(self)  # Sparkplug B node, Prometheus metrics: each only when configured
+        self.batchers = share_batches(self.workers.values(), cfg.gpu_batch_ms / 1e3)  # CUDA-resident only
         self.web = web.attach(self)  # the station page (None when off)
 
     def stats_payload(self) -> dict:

@@ -69,3 +69,15 @@ def heatmap_jpeg(inspector, frame, r, max_side: int | None, quality: int) -> byt
     from ..heatmap import encode_jpeg, overlay
 
     return encode_jpeg(overlay(frame, r.anomaly_map, r.threshold, max_side), quality)
+
+
+def share_batches(workers, window_s: float) -> list:
+    """Cameras whose resident inspectors hold one model version share a batcher (edge/gpu/batching.py);
+    nothing to do (and torch never imported) when no camera runs device-resident."""
+    import sys
+
+    if window_s <= 0 or f"{__name__}.resident" not in sys.modules:
+        return []
+    from .batching import share_batches as share
+
+    return share(list(workers), window_s)

@@ -176,7 +176,8 @@ def test_cuda_resident_parity_graphs_and_nvjpeg(model, ort, frames):
 
 def test_daemon_runs_the_resident_path_through_the_broker(small_model, bottle, tmp_path):
     """The daemon wired to the resident inspector (forced onto the CPU here; on a GPU machine
-    'auto' picks it by itself): verdicts, heatmap JPEG drawn by it, backend named in stats."""
+    'auto' picks it by itself): verdicts, heatmap JPEG drawn by it, backend named in stats; two
+    cameras on one model version share a batcher (gpu_batch_ms)."""
     from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
 
     src = tmp_path / "frames"
@@ -185,20 +186,23 @@ def test_daemon_runs_the_resident_path_through_the_broker(small_model, bottle, t
         (src / f"{i:02d}.png").write_bytes(p.read_bytes())
     prefix = new_prefix()
     sub = Collector(prefix)
-    cfg = write_config(tmp_path / "d.yaml", prefix, [{"name": "cam1", "source": str(src), "model": str(small_model),
-                                                       "fps": 10, "roi": [30, 20, 840, 860]}])
+    cams = [{"name": n, "source": str(src), "model": str(small_model), "fps": 10, "roi": [30, 20, 840, 860]}
+            for n in ("cam1", "cam2")]
+    cfg = write_config(tmp_path / "d.yaml", prefix, cams, gpu_batch_ms=20)
     p = start_daemon(cfg, env={"PATCHCORE_RESIDENT": "cpu"})
     try:
-        assert sub.wait_for(lambda: len(sub.of("cam1/result")) >= 4, 120), p.diagnose()
-        assert sub.wait_for(lambda: any("cam1" in s["cameras"] and s["cameras"]["cam1"].get("results", 0) >= 4
+        assert sub.wait_for(lambda: all(len(sub.of(f"{c}/result")) >= 4 for c in ("cam1", "cam2")), 240), \
+            p.diagnose()
+        assert sub.wait_for(lambda: any(all(s["cameras"].get(c, {}).get("results", 0) >= 4 for c in ("cam1", "cam2"))
                                         for s in sub.json_of("stats")), 30)
     finally:
         out, err = p.stop()
     assert p.returncode == 0, err
-    assert [r["verdict"] for r in sub.json_of("cam1/result")[:4]] == ["pass", "pass", "fail", "fail"]
-    jpeg = cv2.imdecode(np.frombuffer(sub.of("cam1/heatmap")[-1], np.uint8), cv2.IMREAD_COLOR)
-    assert jpeg is not None and max(jpeg.shape[:2]) == 320
-    cam = [s for s in sub.json_of("stats") if "cam1" in s["cameras"]][-1]["cameras"]["cam1"]
-    assert cam["backend"] == "torch-resident:cpu" and cam["search"] == "torch-matmul:cpu"
-    assert {"device", "heatmap", "total"} <= set(cam["latency_ms"])
+    for c in ("cam1", "cam2"):
+        assert [r["verdict"] for r in sub.json_of(f"{c}/result")[:4]] == ["pass", "pass", "fail", "fail"], c
+        jpeg = cv2.imdecode(np.frombuffer(sub.of(f"{c}/heatmap")[-1], np.uint8), cv2.IMREAD_COLOR)
+        assert jpeg is not None and max(jpeg.shape[:2]) == 320
+        cam = sub.json_of("stats")[-1]["cameras"][c]
+        assert cam["backend"] == "torch-resident:cpu" and cam["search"] == "torch-matmul:cpu"
+        assert {"device", "heatmap", "total", "batch", "wait"} <= set(cam["latency_ms"]), c  # through the batcher
     sub.close()
