@@ -21,6 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coreset-ratio", type=float, help="default: the backbone's preset")
     p.add_argument("--layers", help="feature stages by stride, e.g. 8,16 or 4,8,16; default: the backbone's preset")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold-rule", choices=("target", "max3sigma"), default="target",
+                   help="the models' threshold rule (default target)")
+    p.add_argument("--target-false-reject", type=float, default=0.01,
+                   help="the models' target false-reject rate (default 0.01)")
     p.add_argument("--output-dir", type=Path, help="write heatmaps, score plots and the models here")
     p.add_argument("--json", type=Path, help="write the numbers as JSON here")
     p.set_defaults(func=run)
@@ -34,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     base = CalibrationConfig(images=args.dataset, output=args.dataset, backbone=args.backbone,
                              weights=str(args.weights) if args.weights else None, input_size=args.input_size,
                              tiles=args.tiles, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
-                             coreset_ratio=args.coreset_ratio, strides=args.layers, seed=args.seed)
+                             coreset_ratio=args.coreset_ratio, strides=args.layers, seed=args.seed,
+                             threshold_rule=args.threshold_rule, target_false_reject=args.target_false_reject)
     results = evaluate(args.dataset, base, args.output_dir, args.json)
     print(results_table(results))
     print("\n" + operating_table(results))

@@ -2,7 +2,8 @@
 
 The fold coresets come from calibrate/build.py; fold i is scored against the union of the
 other folds' coresets (greedy k-center coresets compose: the union covers each of its
-folds within that fold's covering radius), and the stored bank is the union of all of them.
+folds within that fold's covering radius). The stored bank is a separate coreset over all
+patches, so the cross-scores come from slightly sparser banks: they err on the high side.
 """
 
 from __future__ import annotations
