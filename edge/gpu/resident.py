@@ -17,6 +17,7 @@ FP32 only this round (FP16 needs its parity measured on a GPU first).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -40,6 +41,7 @@ from .nearest import TorchNearest
 log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 8  # captured (batch, H, W) shapes per inspector; others run eagerly
+_CAPTURE_LOCK = threading.Lock()  # one graph capture at a time in the process (cameras start together)
 
 
 class ResidentBackend(TorchBackend):
@@ -59,25 +61,31 @@ class ResidentInspection(Inspection):
     """An Inspection whose patch scores and anomaly map stay on the device until read."""
 
     def __init__(self, score: float, threshold: float, model_version: str, patch: torch.Tensor,
-                 amap: torch.Tensor, frame: torch.Tensor, timings_ms: dict[str, float]):
+                 amap: torch.Tensor, frame: torch.Tensor, timings_ms: dict[str, float], stream=None):
         norm = score / threshold
         self.score, self.normalised, self.threshold = score, norm, threshold
         self.verdict = "fail" if norm > 1.0 else "pass"
         self.model_version, self.timings_ms = model_version, timings_ms
         self.device_patch, self.device_map, self.device_frame = patch, amap, frame
+        self.stream = stream  # the CUDA stream that wrote the tensors: readers queue behind it
         self._host: dict[str, np.ndarray] = {}
+
+    def on_stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     @property
     def patch_scores(self) -> np.ndarray:  # (h, w); tiled: (tiles, h, w)
         if "patch" not in self._host:
             p = self.device_patch
-            self._host["patch"] = (p[0] if p.shape[0] == 1 else p).cpu().numpy()
+            with self.on_stream():
+                self._host["patch"] = (p[0] if p.shape[0] == 1 else p).cpu().numpy()
         return self._host["patch"]
 
     @property
     def anomaly_map(self) -> np.ndarray:  # (H, W)
         if "map" not in self._host:
-            self._host["map"] = self.device_map.cpu().numpy()
+            with self.on_stream():
+                self._host["map"] = self.device_map.cpu().numpy()
         return self._host["map"]
 
 
@@ -95,7 +103,8 @@ class _Graph:
                 fn(self.static_in)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: other cameras' threads keep launching their own (non-default) streams meanwhile
+        with _CAPTURE_LOCK, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out = fn(self.static_in)
 
     def run(self, frames: list[np.ndarray]) -> dict[str, torch.Tensor]:
@@ -119,24 +128,35 @@ class ResidentInspector:
 
     def __init__(self, model: Model, device: str | torch.device = "cuda", reweight: bool = False,
                  graphs: bool | None = None):
-        from ..features import build_extractor
-
+        self.graphs_wanted = graphs
         self.model, self.reweight = model, reweight
         self.device = torch.device(device)
+        # each inspector works on its own CUDA stream, never the legacy default one: that one would
+        # synchronise with (and break) a graph capture running in another camera's thread
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        with self._on_stream():
+            self._load(model)
+        self._graphs: dict[tuple[int, ...], _Graph | None] = {}
+        self._lock = threading.Lock()  # graphs' static buffers: one replay at a time
+
+    def _on_stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def _load(self, model: Model) -> None:
+        from ..features import build_extractor
+
         self.geometry = geo = model.geometry
         bb = model.manifest["backbone"]
         extractor, _ = build_extractor(bb["name"], bb.get("weights_path"), model.manifest.get("feature_dim_request"),
                                        geo.size, tuple(bb["strides"]))
         grid = model.manifest["grid"]
         self.search = TorchNearest(model.bank, self.device, geo.tiles * grid[0] * grid[1])
-        use_graphs = graphs_possible(self.device) if graphs is None else graphs
+        use_graphs = graphs_possible(self.device) if self.graphs_wanted is None else self.graphs_wanted
         self.backend = ResidentBackend(extractor, self.device, use_graphs and self.search.capturable)
         check_backbone_output(self.backend, model.manifest, str(model.path))  # refuse now, not every frame
         self.net = self.backend.model
         self.maps = MapMaker(geo, self.device)
         self.jpeg_on_device = gpu_heatmap.nvjpeg_available(self.device)
-        self._graphs: dict[tuple[int, ...], _Graph | None] = {}
-        self._lock = threading.Lock()  # graphs' static buffers: one replay at a time
 
     # -- the device graph ------------------------------------------------------------------------
     def _core(self, frames_u8: torch.Tensor, marks: list | None = None) -> dict[str, torch.Tensor]:
@@ -207,7 +227,7 @@ class ResidentInspector:
             frames = frames + [frames[-1]] * ((1 << (n - 1).bit_length()) - n)
         shape = (len(frames), *frames[0].shape)
         t0 = time.perf_counter()
-        with self._lock:
+        with self._lock, self._on_stream():
             graph = None if profile else self._graph_for(shape)
             marks: list | None = [("start", t0)] if profile else None
             if graph is not None:
@@ -232,7 +252,7 @@ class ResidentInspector:
             timings = {"device": (t1 - t0) * 1e3}
         m = self.model
         return [ResidentInspection(float(scores[i]), m.threshold, m.version, patch[i * tiles:(i + 1) * tiles],
-                                   amap[i], fr[i], dict(timings)) for i in range(n)]
+                                   amap[i], fr[i], dict(timings), self.stream) for i in range(n)]
 
     def _scores(self, out: dict[str, torch.Tensor]) -> np.ndarray:
         if not self.reweight:
@@ -260,6 +280,6 @@ class ResidentInspector:
         """The heatmap JPEG for an inspection, drawn where its map is (nvJPEG on CUDA when available)."""
         if not isinstance(r, ResidentInspection):
             return cpu_encode_jpeg(cpu_overlay(frame, r.anomaly_map, r.threshold, max_side), quality)
-        with torch.no_grad():
+        with torch.no_grad(), r.on_stream():
             img = gpu_heatmap.overlay(r.device_frame.permute(2, 0, 1).float(), r.device_map, r.threshold, max_side)
             return gpu_heatmap.encode(img, quality, self.jpeg_on_device)
