@@ -428,6 +428,7 @@ class Recalibrator:
                 raise Cancelled()
             self.activating = True
         prev = self._activate(model.version, insp)
+        self._clear_work()  # before the status: whoever sees `active` (or stops the daemon) finds no frames left
         self.publish("active", id=cmd.id, action="recalibrate", version=model.version, previous_version=prev,
                      frames=n_train + n_held, seconds=round(time.monotonic() - t0, 1),
                      threshold=round(model.threshold, 5), message=f"{model.version} active")
