@@ -206,3 +206,19 @@ def test_daemon_runs_the_resident_path_through_the_broker(small_model, bottle, t
         assert cam["backend"] == "torch-resident:cpu" and cam["search"] == "torch-matmul:cpu"
         assert {"device", "heatmap", "total", "batch", "wait"} <= set(cam["latency_ms"]), c  # through the batcher
     sub.close()
+
+
+def test_graph_capture_failure_falls_back_to_eager_and_pads_batches(model, resident, frames, caplog):
+    """Graphs asked for where they cannot be captured (here: no CUDA): one warning, eager runs,
+    same results; batches are padded to a power of two and only the real frames come back."""
+    forced = ResidentInspector(model, device="cpu", graphs=True)
+    assert forced.backend.describe().endswith(":cuda-graphs")
+    imgs = [img for _, img in frames[:3]]
+    with caplog.at_level("WARNING", logger="edge.gpu.resident"):
+        got = forced.inspect_many(imgs)
+        forced.inspect_many(imgs)
+    assert len(got) == 3
+    assert sum("CUDA graph capture failed" in r.message for r in caplog.records) == 1  # said once per shape
+    for img, r in zip(imgs, got):
+        want = resident.inspect(img)
+        assert abs(r.score - want.score) <= 1e-5 * want.score and r.verdict == want.verdict
