@@ -31,6 +31,7 @@ setup(
         "bottle>=0.13",  # station page routes (edge/web)
         "cheroot>=10",  # its threaded WSGI server
         "scikit-learn>=1.2",
+        "scipy>=1.9",  # generalised Pareto tail fit of the threshold (calibrate/threshold.py)
         "matplotlib>=3.5",
         "pillow>=9.0",  # image headers: size limits before decoding (edge/image_size.py)
     ],
