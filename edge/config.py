@@ -7,6 +7,7 @@ a file (systemd LoadCredential= puts it in $CREDENTIALS_DIRECTORY) or an environ
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .image_size import MIN_SIDE
 from .names import check_name
 from .web.config import WebConfig
 
@@ -26,7 +28,15 @@ def credential_path(path: Path) -> Path:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan pass every `gt=0` bound (an infinite max_age_s never expires a command id): refused
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# Topic levels of safe characters, no empty level: a NUL or a control character makes the broker drop
+# the connection on every publish, and a prefix that is longer than 128 characters would leave
+# commands unable to name it (commands.Command.station) and topics too long for some brokers.
+PREFIX_MAX = 128
+PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*")
 
 
 class TlsConfig(Strict):
@@ -39,7 +49,8 @@ class MqttConfig(Strict):
     host: str = Field("127.0.0.1", description="broker host")
     port: int = Field(1883, ge=1, le=65535, description="broker port")
     client_id: str = Field("patchcore-edge", min_length=1, description="MQTT client id")
-    prefix: str = Field("patchcore", min_length=1, description="topic prefix")
+    prefix: str = Field("patchcore", min_length=1, max_length=PREFIX_MAX, description="topic prefix: levels of "
+                        "letters, digits, '_', '.', ':', '-' separated by '/'")
     username: str | None = Field(None, description="broker user name")
     password_file: Path | None = Field(None, description="file holding the password (first line)")
     password_env: str | None = Field(None, description="environment variable holding the password")
@@ -57,6 +68,9 @@ class MqttConfig(Strict):
             raise ValueError("must not contain '#', '+' or end with '/'")
         if v.startswith("$"):  # brokers reserve $-topics ($SYS): nothing published there arrives
             raise ValueError("must not start with '$' (reserved by the broker, e.g. $SYS)")
+        if not PREFIX_PATTERN.fullmatch(v):
+            raise ValueError("must be topic levels of letters, digits, '_', '.', ':' or '-' separated by single "
+                             f"'/' (no spaces, control characters or empty levels), got {v!r}")
         return v
 
     def password(self) -> str | None:
@@ -95,7 +109,7 @@ class CameraConfig(Strict):
     trigger: Literal["continuous", "mqtt"] = Field("continuous", description="inspect every frame or on trigger")
     loop: bool = Field(False, description="replay a video file / image folder forever")
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = Field("auto", description="feature backend")
-    stall_timeout_s: float = Field(5.0, gt=0, description="reopen the source when no frame came for this long")
+    stall_timeout_s: float = Field(5.0, gt=0, le=3600, description="reopen the source when no frame came for this long")
     heatmap: HeatmapConfig = Field(default_factory=HeatmapConfig)
 
     @field_validator("name")
@@ -111,14 +125,17 @@ class CameraConfig(Strict):
     def _roi_positive(cls, v):
         if v is not None and (v[0] < 0 or v[1] < 0 or v[2] <= 0 or v[3] <= 0):
             raise ValueError("x, y must be >= 0 and width, height > 0")
+        if v is not None and min(v[2], v[3]) < MIN_SIDE:  # a 1x1 crop is upscaled blur that passes everything
+            raise ValueError(f"width and height must be at least {MIN_SIDE} px (the smallest image that gives "
+                             f"a meaningful verdict), got {v[2]}x{v[3]}")
         return v
 
 
 class RecalibrationConfig(Strict):
     secret_file: Path | None = Field(None, description="shared HMAC secret; without it commands are refused")
-    max_age_s: float = Field(120.0, gt=0, description="reject commands whose ts is older/newer than this")
+    max_age_s: float = Field(120.0, gt=0, le=86400, description="reject commands whose ts is older/newer than this")
     max_frames: int = Field(2000, ge=3, description="largest N a command may ask for")
-    max_collect_s: float = Field(1800.0, gt=0, description="largest frames x interval_s a command may ask for "
+    max_collect_s: float = Field(1800.0, gt=0, le=86400, description="largest frames x interval_s a command may ask for "
                                  "(a camera held for hours by one command is refused)")
     keep_versions: int = Field(5, ge=2, le=100, description="model versions kept (rollback depth)")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="collected frames kept out for validation")
@@ -128,7 +145,7 @@ class RecalibrationConfig(Strict):
                                     "this share of its normal rate and leaves the rest of the CPU to the build")
     nice: int = Field(5, ge=0, le=19, description="CPU niceness of the calibration child process")
     threads: int = Field(2, ge=1, le=64, description="CPU threads the calibration child may use")
-    build_timeout_s: float = Field(900.0, gt=0, description="stop a calibration that runs longer than this "
+    build_timeout_s: float = Field(900.0, gt=0, le=86400, description="stop a calibration that runs longer than this "
                                    "(a hung build would otherwise block recalibration until a restart)")
     work_dir: Path | None = Field(None, description="where collected frames go (default: <model>/incoming)")
 
@@ -242,6 +259,9 @@ def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
     for cam in cfg.cameras:  # relative paths are relative to the config file
         if not cam.model.is_absolute():
             cam.model = (base / cam.model).resolve()
+        if cfg.state_dir.resolve().is_relative_to(cam.model.resolve()):  # a rollback or prune would take it
+            raise ConfigError(f"{path}: state_dir {cfg.state_dir} is inside the model directory {cam.model} of "
+                              f"camera {cam.name}; put it elsewhere (e.g. /var/lib/patchcore-edge)")
         if isinstance(cam.source, str) and not ("://" in cam.source or cam.source.isdigit()):
             src = Path(cam.source)
             cam.source = str(src if src.is_absolute() else (base / src).resolve())

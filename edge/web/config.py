@@ -20,7 +20,7 @@ def is_loopback(host: str) -> bool:
 
 
 class WebConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # live_fps: .inf must not pass gt=0
 
     enabled: bool = Field(False, description="serve the station page from the daemon")
     host: str = Field("127.0.0.1", min_length=1, description="address to bind; anything but loopback needs "

@@ -20,7 +20,7 @@ def test_unknown_keys_are_rejected_with_their_path(tmp_path):
 def test_relative_paths_and_password_sources(tmp_path, monkeypatch):
     (tmp_path / "pw").write_text("s3cret\n")
     f = tmp_path / "c.yaml"
-    f.write_text("mqtt: {password_file: pw}\ncameras: [{name: a, source: imgs, model: m, roi: [0, 0, 10, 10]}]\n")
+    f.write_text("mqtt: {password_file: pw}\ncameras: [{name: a, source: imgs, model: m, roi: [0, 0, 40, 32]}]\n")
     cfg = load_config(f)
     assert cfg.cameras[0].model == (tmp_path / "m").resolve()
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
@@ -30,3 +30,50 @@ def test_relative_paths_and_password_sources(tmp_path, monkeypatch):
         load_config(f).mqtt.password()
     monkeypatch.setenv("PC_PW", "x")
     assert load_config(f).mqtt.password() == "x"
+
+
+def _cfg(tmp_path, text):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_roi_smaller_than_the_smallest_judgeable_image_is_refused(tmp_path):
+    # a 1x1 crop was upscaled and passed every broken bottle with the same score (red team 4)
+    for roi in ("[0, 0, 1, 1]", "[0, 0, 2, 900]", "[0, 0, 31, 32]"):
+        with pytest.raises(ConfigError, match=r"cameras\.0\.roi: .*at least 32 px"):
+            load_config(_cfg(tmp_path, f"cameras: [{{name: a, source: 0, model: m, roi: {roi}}}]\n"))
+    assert load_config(_cfg(tmp_path, "cameras: [{name: a, source: 0, model: m, roi: [5, 5, 32, 32]}]\n"))
+
+
+@pytest.mark.parametrize("prefix", ['"st\\0x"', '"a b"', '"a//b"', '"/x"', '"x\\u202e"', '"line\\t1"', "x" * 129])
+def test_prefix_outside_the_safe_charset_or_too_long_is_refused(tmp_path, prefix):
+    with pytest.raises(ConfigError, match=r"mqtt\.prefix"):
+        load_config(_cfg(tmp_path, f"mqtt: {{prefix: {prefix}}}\ncameras: [{{name: a, source: 0, model: m}}]\n"))
+
+
+def test_safe_prefixes_are_accepted(tmp_path):
+    for prefix in ("factory/line1", "a.b:c-d_e", "x" * 128):
+        f = _cfg(tmp_path, f"mqtt: {{prefix: {prefix}}}\ncameras: [{{name: a, source: 0, model: m}}]\n")
+        assert load_config(f).mqtt.prefix == prefix
+
+
+@pytest.mark.parametrize("field", ["recalibration: {max_age_s: .inf}", "recalibration: {build_timeout_s: .nan}",
+                                   "recalibration: {max_collect_s: .inf}", "stats_interval_s: .inf",
+                                   "gpu_batch_ms: .nan", "web: {live_fps: .inf}", "mqtt: {spool_max_mb: .nan}",
+                                   "recalibration: {max_age_s: 1e12}"])
+def test_non_finite_or_absurd_numbers_are_refused(tmp_path, field):
+    with pytest.raises(ConfigError):
+        load_config(_cfg(tmp_path, f"{field}\ncameras: [{{name: a, source: 0, model: m}}]\n"))
+
+
+def test_non_finite_camera_number_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"cameras\.0\.stall_timeout_s"):
+        load_config(_cfg(tmp_path, "cameras: [{name: a, source: 0, model: m, stall_timeout_s: .inf}]\n"))
+
+
+@pytest.mark.parametrize("state", ["m", "m/versions", "m/versions/../state"])
+def test_state_dir_inside_a_model_directory_is_refused(tmp_path, state):
+    with pytest.raises(ConfigError, match="state_dir .* is inside the model directory"):
+        load_config(_cfg(tmp_path, f"state_dir: {state}\ncameras: [{{name: a, source: 0, model: m}}]\n"))
+    assert load_config(_cfg(tmp_path, "state_dir: st\ncameras: [{name: a, source: 0, model: m}]\n"))
