@@ -36,6 +36,9 @@ class WebConfig(BaseModel):
     history: int = Field(3000, ge=10, le=100_000, description="score points kept per camera for the chart")
     max_streams: int = Field(4, ge=1, le=64, description="MJPEG streams served at once (each holds a thread)")
     threads: int = Field(12, ge=4, le=128, description="HTTP worker threads")
+    header_timeout_s: float = Field(3.0, gt=0, le=60, description="a client must send its request line and "
+                                    "headers within this time or is disconnected (half-open connections would "
+                                    "otherwise hold the worker threads)")
 
     @model_validator(mode="after")
     def _token_beyond_localhost(self):

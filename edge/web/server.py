@@ -27,7 +27,7 @@ import bottle
 from cheroot.wsgi import Server
 
 from ..modeldir import MANIFEST, current_version, list_versions
-from . import render
+from . import deadline, render
 from .config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ class TokenGate:
         self.app, self.token = app, token.encode() if token else None
 
     def _given(self, environ) -> tuple[bytes | None, bool]:
-        auth = environ.get("HTTP_AUTHORIZATION", "")
-        if auth.startswith("Bearer "):
-            return auth[7:].strip().encode("latin-1", "replace"), False
+        scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        if scheme.lower() == "bearer":  # RFC 7235: the scheme is case-insensitive
+            return credentials.strip().encode("latin-1", "replace"), False
         q = parse_qs(environ.get("QUERY_STRING", "")).get("token")
         if q:
             return q[0].encode("utf-8", "replace"), True
@@ -299,6 +299,7 @@ class WebServer:
         app = TokenGate(self.routes.app, cfg.token())
         self.server = Server((cfg.host, cfg.port), app, numthreads=cfg.threads, server_name="patchcore-edge",
                              timeout=10, shutdown_timeout=2)
+        self.watchdog = deadline.install(self.server, cfg.header_timeout_s)
         self.thread: threading.Thread | None = None
 
     @property
@@ -307,12 +308,14 @@ class WebServer:
 
     def start(self) -> None:
         self.server.prepare()  # binds now, so a port in use is reported here
+        self.watchdog.start()
         self.thread = threading.Thread(target=self.server.serve, name="web", daemon=True)
         self.thread.start()
         log.info("station page on http://%s:%d/", self.cfg.host, self.port)
 
     def stop(self) -> None:
         self.routes.stopping.set()
+        self.watchdog.stop()
         self.server.stop()
         if self.thread:
             self.thread.join(timeout=5)

@@ -149,6 +149,37 @@ def test_token_binding_and_read_only(station):
             socket.create_connection((other, station["port"]), timeout=2).close()
 
 
+def test_bearer_scheme_is_case_insensitive(station):
+    base = station["base"]  # RFC 7235: the auth scheme is case-insensitive
+    for scheme in ("bearer", "BEARER", "bEaReR"):
+        assert _status(f"{base}/api/station", headers={"Authorization": f"{scheme} {TOKEN}"}) == 200
+    assert _status(f"{base}/api/station", headers={"Authorization": f"Basic {TOKEN}"}) == 401
+    assert _status(f"{base}/api/station", headers={"Authorization": f"bearer{TOKEN}"}) == 401
+
+
+def test_half_open_connections_do_not_hold_the_page(station):
+    """Slowloris: more half-sent requests than worker threads (12); a valid request still answers
+    soon after the header deadline (3 s), not after cheroot's 10 s per-read timeout per batch."""
+    held = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", station["port"]), timeout=5)
+            s.sendall(b"GET /api/station HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            held.append(s)
+        time.sleep(0.5)  # every worker is now blocked reading one of them
+        t = time.monotonic()
+        r, body = _get(f"{station['base']}/api/station", TOKEN, timeout=15)
+        took = time.monotonic() - t
+        assert r.status == 200 and body["cameras"], body
+        assert took < 7, f"a valid request took {took:.1f} s behind 20 half-open connections"
+        # the half-open ones were cut (end-of-file), not left to the client
+        held[0].settimeout(5)
+        assert held[0].recv(100) == b""
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_api_snapshot_heatmap_history_failures_versions(station):
     base = f"{station['base']}/api/cameras/line"
     cam = _get(base, TOKEN)[1]
