@@ -37,7 +37,8 @@ from calibrate.evaluate import METRICS, evaluate_category, find_categories  # no
 from edge.extract import extract_features  # noqa: E402
 from edge.graph_cache import extractor_onnx  # noqa: E402
 from edge.inspector import Inspector  # noqa: E402
-from edge.modeldir import atomic_write_bytes, load_model  # noqa: E402
+from edge.files import atomic_write_bytes  # noqa: E402
+from edge.modeldir import load_model  # noqa: E402
 from edge.preprocess import list_images, read_image  # noqa: E402
 
 L0, L1, L2 = "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"

@@ -26,7 +26,8 @@ from edge.errors import ImageError
 from edge.extract import extract_features
 from edge.heatmap import encode_jpeg, overlay
 from edge.knn import make_search
-from edge.modeldir import atomic_write_bytes, load_model
+from edge.files import atomic_write_bytes
+from edge.modeldir import load_model
 from edge.preprocess import list_images, read_image
 from edge.scoring import score_many
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BackboneError, ConfigError
+from .files import sha256_file
 
 if TYPE_CHECKING:  # torch is imported only when a model is built: calibrate/infer start faster
     import torch
@@ -98,15 +99,6 @@ class BackboneInfo:
     std: tuple[float, float, float]
     weights_sha256: str
     weights_source: str
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def embedded_weights_path(name: str = DEFAULT_BACKBONE) -> Path:

@@ -11,7 +11,8 @@ from .backends import BACKENDS
 from .errors import ImageError
 from .heatmap import encode_jpeg, overlay
 from .inspector import Inspector
-from .modeldir import atomic_write_bytes, load_model
+from .files import atomic_write_bytes
+from .modeldir import load_model
 from .preprocess import IMAGE_EXTENSIONS, list_images, read_image
 
 

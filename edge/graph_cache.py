@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .backbone import DEFAULT_BACKBONE, EMBEDDED, BackboneInfo
+from .files import atomic_write_bytes, sha256_file
 
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ def cache_dir() -> Path:
 
 def _key(name: str, weights: str | None, input_size: int | tuple[int, int], feature_dim: int | None, strides) -> str | None:
     from importlib.metadata import version
-
-    from .backbone import sha256_file
 
     if weights is not None:
         wsha = sha256_file(weights)
@@ -53,8 +52,6 @@ def extractor_onnx(name: str = DEFAULT_BACKBONE, weights: str | None = None, inp
                    use_cache: bool = True, expect_sha256: str | None = None) -> tuple[bytes, BackboneInfo]:
     """ONNX bytes of the patch-feature graph and its BackboneInfo (from cache when possible;
     with expect_sha256, only a cached graph with that hash is used)."""
-    from .modeldir import atomic_write_bytes
-
     key = _key(name, weights, input_size, feature_dim, strides) if use_cache else None
     if key:
         onnx_path, info_path = cache_dir() / f"{key}.onnx", cache_dir() / f"{key}.json"

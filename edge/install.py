@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError
-from .modeldir import atomic_write_bytes
+from .files import atomic_write_bytes
 from .package_data import data_file
 
 UNIT = "patchcore-edge.service"

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .backbone import sha256_file
+from .files import FILE_MODE, atomic_write_bytes, fsync_dir, sha256_file, write_synced
 from .names import inside
 from .errors import ConfigError, ModelError
 from .geometry import Geometry
@@ -48,7 +48,7 @@ READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
 VERSION_PATTERN = re.compile(r"v\d{4,}")
-DIR_MODE, FILE_MODE = 0o750, 0o640
+DIR_MODE = 0o750  # files: FILE_MODE (edge/files.py)
 CORESET = "coreset.safetensors"
 ONNX = "backbone.onnx"
 CURRENT = "CURRENT"
@@ -93,50 +93,6 @@ class Model:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
-    """Write a file so that readers see the old or the new content, never a mix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)  # mkstemp makes 0600; one rule for every file we write
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise _naming(e, path) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _naming(e: OSError, path: Path) -> OSError:
-    """The same error with the file it concerns (write() on a full disk does not say which)."""
-    return e if e.filename else OSError(e.errno, e.strerror, str(path))
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    try:
-        with open(path, "wb") as f:
-            os.fchmod(f.fileno(), FILE_MODE)  # whatever the umask made of it
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise _naming(e, path) from e
 
 
 def utc_now() -> str:
@@ -210,8 +166,8 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
     tmp = Path(tempfile.mkdtemp(dir=vdir, prefix=".tmp-"))
     try:
         bank = np.ascontiguousarray(bank, dtype=np.float32)
-        _write_synced(tmp / CORESET, save({"coreset": bank}))
-        _write_synced(tmp / ONNX, onnx_bytes)
+        write_synced(tmp / CORESET, save({"coreset": bank}))
+        write_synced(tmp / ONNX, onnx_bytes)
         manifest = dict(manifest)
         manifest.update(
             format_version=FORMAT_VERSION,
@@ -222,12 +178,12 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
             files={CORESET: sha256_file(tmp / CORESET), ONNX: sha256_file(tmp / ONNX)},
         )
         manifest_bytes = json.dumps(manifest, indent=2).encode()
-        _write_synced(tmp / MANIFEST, manifest_bytes)
-        _write_synced(tmp / MANIFEST_HASH, manifest_hash_line(manifest_bytes))
+        write_synced(tmp / MANIFEST, manifest_bytes)
+        write_synced(tmp / MANIFEST_HASH, manifest_hash_line(manifest_bytes))
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, vdir / name)
-        _fsync_dir(vdir)
+        fsync_dir(vdir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

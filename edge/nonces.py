@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .commands import CommandError
-from .modeldir import atomic_write_bytes
+from .files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

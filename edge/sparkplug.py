@@ -55,7 +55,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
                       "'pip install --no-deps pysparkplug==0.6.1' (see README, Sparkplug B)") from e
 
 from .config import MqttConfig, SparkplugConfig
-from .modeldir import atomic_write_bytes
+from .files import atomic_write_bytes
 from .mqtt_link import make_client
 
 log = logging.getLogger(__name__)

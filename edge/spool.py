@@ -25,7 +25,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .modeldir import atomic_write_bytes
+from .files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

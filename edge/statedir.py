@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
-from .modeldir import atomic_write_bytes
+from .files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.backbone import sha256_file
 from edge.errors import ConfigError, ImageError
-from edge.modeldir import atomic_write_bytes, load_model, utc_now
+from edge.files import atomic_write_bytes, sha256_file
+from edge.modeldir import load_model, utc_now
 from edge.preprocess import list_images, read_image
 
 PARITY_IMAGES = 16

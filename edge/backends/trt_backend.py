@@ -152,7 +152,7 @@ class TensorRTBackend(FeatureBackend):
         if not path.is_file():
             log.info("building TensorRT %s engine %s (once per GPU/TensorRT version)", precision, path.name)
             data = build_engine(Path(onnx_path).read_bytes(), _input_size(onnx_path), precision, batch)
-            from ..modeldir import atomic_write_bytes
+            from ..files import atomic_write_bytes
 
             folder.mkdir(mode=0o750, parents=True, exist_ok=True)  # the model directory's rule
             atomic_write_bytes(path, data)

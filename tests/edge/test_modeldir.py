@@ -71,12 +71,12 @@ def test_killed_mid_write_leaves_previous_version_active(tmp_path):
     code = textwrap.dedent(f"""
         import numpy as np, os, sys
         import edge.modeldir as md
-        real = md._write_synced
+        real = md.write_synced  # the name modeldir calls (from edge/files.py)
         def slow(path, data):
             real(path, data)
             if path.name == "coreset.safetensors":
                 print("written", flush=True); import time; time.sleep(60)
-        md._write_synced = slow
+        md.write_synced = slow
         md.write_version({str(root)!r}, {MANIFEST_MIN!r}, np.ones((5, 4), np.float32), b"x")
     """)
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
