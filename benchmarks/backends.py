@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.backends import _auto_kind, create_backend, nvidia_gpu_present  # noqa: E402
+from edge.backends import auto_kind, create_backend, nvidia_gpu_present  # noqa: E402
 from edge.inspector import Inspector  # noqa: E402
 from edge.modeldir import load_model  # noqa: E402
 from edge.preprocess import list_images, read_image  # noqa: E402
@@ -38,7 +38,7 @@ def main() -> None:
     model = load_model(a.model)
     paths = list_images(a.data / "test/good")[:a.per_class] + list_images(a.data / "test/broken_large")[:a.per_class]
     frames = [read_image(p) for p in paths]
-    print(f"NVIDIA driver: {nvidia_gpu_present()}; auto -> {_auto_kind()}\n")
+    print(f"NVIDIA driver: {nvidia_gpu_present()}; auto -> {auto_kind()}\n")
     print("| backend | device | search | verdicts | max rel. score diff | " + " | ".join(STAGES) + " (ms) |")
     print("|---|---|---|---|---|" + "---|" * len(STAGES))
     ref = None

@@ -34,7 +34,7 @@ from edge.capture import FrameSource  # noqa: E402
 from edge.config import DaemonConfig  # noqa: E402
 from edge.preprocess import list_images, read_image  # noqa: E402
 from edge.daemon import Daemon  # noqa: E402
-from tests.edge.mqtt_helpers import Collector  # noqa: E402
+from mqtt_collector import Collector  # noqa: E402
 
 
 class CameraLike(FrameSource):

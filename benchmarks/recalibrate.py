@@ -26,7 +26,7 @@ from daemon import CameraLike  # noqa: E402
 from edge.commands import encode  # noqa: E402
 from edge.config import DaemonConfig  # noqa: E402
 from edge.daemon import Daemon  # noqa: E402
-from tests.edge.mqtt_helpers import Collector  # noqa: E402
+from mqtt_collector import Collector  # noqa: E402
 from edge.preprocess import list_images, read_image  # noqa: E402
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.config import DaemonConfig  # noqa: E402
 from edge.daemon import Daemon  # noqa: E402
-from tests.edge.mqtt_helpers import Collector  # noqa: E402
+from mqtt_collector import Collector  # noqa: E402
 
 
 def free_port() -> int:

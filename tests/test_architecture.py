@@ -48,3 +48,14 @@ def test_the_rule_sees_relative_and_function_level_imports():
     assert "edge" in tops  # `from ..errors import ...` resolves to edge
     lazy = ROOT / "patchcore_edge" / "main.py"
     assert {"calibrate", "export"} <= {top for top, _ in _imports(lazy)}  # imported inside build_parser()
+
+
+def test_benchmarks_import_no_tests_and_no_private_names():
+    wrong = []
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
+        for top, names in _imports(path):
+            if top == "tests":
+                wrong.append(f"{path.relative_to(ROOT)} imports from tests/")
+            if top in PROJECT:
+                wrong += [f"{path.relative_to(ROOT)} imports the private {top}...{n}" for n in names if n.startswith("_")]
+    assert not wrong, "\n".join(wrong)

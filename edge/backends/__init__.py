@@ -26,7 +26,7 @@ def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir:
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
     if kind == "auto":
-        kind = _auto_kind()
+        kind = auto_kind()
         log.debug("backend auto -> %s", kind)
     if kind == "onnxruntime":
         from .ort_backend import OrtBackend
@@ -60,7 +60,7 @@ def _torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _auto_kind() -> str:
+def auto_kind() -> str:
     """The fastest that runs here: native TensorRT; ONNX Runtime on a GPU provider; torch on
     CUDA (a GPU machine with the CPU-only onnxruntime wheel); ONNX Runtime on the CPU; torch."""
     from .trt_backend import tensorrt_usable
