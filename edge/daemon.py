@@ -251,7 +251,8 @@ class Daemon:
                        "buffer_dropped": self.link.buffer_dropped, "connects": self.link.connects,
                        "replayed": self.replayed, "spool_dropped": self.spool_dropped},
             "cameras": cams,
-            "recalibration": {"enabled": self.secret[0] is not None, "reason": self.secret[1]},
+            "recalibration": {"enabled": self.secret[0] is not None, "reason": self.secret[1],
+                              "commands": {n: rc.refusals.snapshot() for n, rc in self.recalibrators.items()}},
         }
 
     def publish_stats(self) -> None:

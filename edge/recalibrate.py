@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 
+from .command_inbox import CommandInbox, Refusals
 from .command_secret import load_command_secret
 from .commands import Command, CommandError, claimed_id, parse
 from .config import RecalibrationConfig
@@ -123,6 +124,8 @@ class Recalibrator:
         self.work = inside(self.work_base, WORK_SUBDIR, worker.cfg.name)
         self._clear_work()  # frames of an interrupted run
         remove_stale(self.root)  # a version or CURRENT half-written when the daemon was killed
+        self.refusals = Refusals(worker.cfg.name)  # refusals logged and answered at a bounded rate
+        self.inbox = CommandInbox(worker.cfg.name, self.handle_command, self.refusals)
 
     # -- status ----------------------------------------------------------------------
     def publish(self, state: str | None = None, **fields) -> None:
@@ -135,11 +138,15 @@ class Recalibrator:
 
     # -- commands ----------------------------------------------------------------------
     def _reject(self, reason: str, ids: dict) -> None:
-        log.warning("camera %s: command refused: %s", self.worker.cfg.name, reason)
-        self.publish(None, rejected={"reason": reason, **ids})
+        if self.refusals.refused(reason):  # a flood is summarised in the log and counted, not answered each
+            self.publish(None, rejected={"reason": reason, **ids})
 
     def on_command(self, topic: str, payload: bytes) -> None:
-        """Every payload gets an outcome on the status topic: never a silent drop."""
+        """paho's network thread: queue it (command_inbox.py); results must not wait for commands."""
+        self.inbox.put(topic, payload)
+
+    def handle_command(self, topic: str, payload: bytes) -> None:
+        """Every payload gets an outcome on the status topic (at a bounded rate): never a silent drop."""
         name = self.worker.cfg.name
         try:
             cmd = parse(payload, self.secret, self.prefix, name, self.cfg.max_age_s, self.cfg.max_frames,
@@ -192,6 +199,7 @@ class Recalibrator:
             raise Cancelled()
 
     def stop(self) -> None:
+        self.inbox.stop()
         child = self.child
         if child and child.poll() is None:
             child.terminate()
