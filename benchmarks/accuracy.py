@@ -2,7 +2,7 @@
 
     nice -n 0 .venv/bin/python benchmarks/accuracy.py \\
         --data ../shared/data/mvtec/bottle /work/devsets/tire /work/devsets/screw \\
-        [--candidates NAME,NAME] [--results out/accuracy.json] [--list]
+        [--candidates NAME,NAME] [--results out/accuracy.json] [--train-limit N] [--list]
 
 For every candidate and category it runs the product's own `evaluate` code in process
 (calibrate on train/good, score test/), and prints one table per candidate (rows: image
@@ -17,12 +17,17 @@ them (kept in memory for the last graph); finished candidates are stored in --re
 skipped on a rerun (delete the file or pass --fresh to measure again). Calibration is never
 cached: its seconds are the real thing (ONNX graph built before the clock starts, as a
 station that has calibrated once has it cached).
+
+--train-limit N calibrates on the first N train/good images only (the same test sets), to
+see what a bank-size floor does for a station with a few dozen images.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,9 +50,10 @@ L0, L1, L2 = "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"
 
 
 def cand(backbone: str = L0, strides=(8, 16), input_size: int = 224, coreset_ratio: float = 0.01,
-         min_bank: int = 0, normalization: str = "backbone") -> dict:
-    return {"backbone": backbone, "strides": list(strides), "input_size": input_size,
-            "coreset_ratio": coreset_ratio, "min_bank": min_bank, "normalization": normalization}
+         min_bank: int = 0, normalization: str = "backbone", feature_dim: int | None = None) -> dict:
+    out = {"backbone": backbone, "strides": list(strides), "input_size": input_size,
+           "coreset_ratio": coreset_ratio, "min_bank": min_bank, "normalization": normalization}
+    return {**out, "feature_dim": feature_dim} if feature_dim else out
 
 
 # Ordered so that candidates sharing a graph (same backbone, stages, size, normalisation)
@@ -61,6 +67,10 @@ CANDIDATES = {
     "L0 4+8 192 0.25% floor2k": cand(strides=(4, 8), input_size=192, coreset_ratio=0.0025, min_bank=2000),
     "L0 4+8+16 192 0.25%": cand(strides=(4, 8, 16), input_size=192, coreset_ratio=0.0025),
     "L0 4+8+16 224 0.25%": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025),
+    "L0 4+8+16 224 0.25% floor1k": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025, min_bank=1000),
+    "L0 4+8+16 224 0.1% floor1k dim96": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001, min_bank=1000,
+                                             feature_dim=96),
+    "L0 4+8+16 224 0.25% dim96": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025, feature_dim=96),
     "L0 8+16 256 1%": cand(input_size=256),
     "L0 8+16 320 1%": cand(input_size=320),
     "L0 8+16 320 1% floor2k": cand(input_size=320, min_bank=2000),
@@ -73,7 +83,7 @@ CANDIDATES = {
 
 
 def graph_key(c: dict) -> tuple:
-    return c["backbone"], tuple(c["strides"]), c["input_size"], c["normalization"]
+    return c["backbone"], tuple(c["strides"]), c["input_size"], c["normalization"], c.get("feature_dim")
 
 
 class FeatureCache:
@@ -105,11 +115,38 @@ def frame_latency_ms(model_dir: Path, frames: list[Path], warmup: int = 3) -> fl
     return statistics.median(totals)
 
 
-def run_candidate(name: str, c: dict, cats: list[Path], cache: FeatureCache, frames: int) -> dict:
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
+
+
+STAGES = ("preprocess", "backbone", "knn", "map")
+
+
+def interleaved_latency(model_dirs: dict[str, Path], frames: list[Path], rounds: int = 5) -> dict[str, dict]:
+    """Median ms per stage and in total per model, the models taking turns frame by frame (fair on
+    a noisy host)."""
+    insps = {n: Inspector(load_model(d), backend="onnxruntime") for n, d in model_dirs.items()}
+    images = [read_image(p) for p in frames]
+    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in (*STAGES, "total")} for n in insps}
+    for n, insp in insps.items():
+        for img in images[:3]:
+            insp.inspect(img)
+    for _ in range(rounds):
+        for img in images:
+            for n, insp in insps.items():
+                t = insp.inspect(img).timings_ms
+                for k in STAGES:
+                    times[n][k].append(t[k])
+                times[n]["total"].append(sum(t[k] for k in STAGES))
+    return {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
+
+
+def run_candidate(name: str, c: dict, cats: list[Path], cache: FeatureCache, frames: int,
+                  keep: Path | None = None) -> dict:
     base = CalibrationConfig(images=Path("."), output=Path("."), backbone=c["backbone"], input_size=c["input_size"],
                              coreset_ratio=c["coreset_ratio"], strides=tuple(c["strides"]), min_bank=c["min_bank"],
-                             normalization=c["normalization"])
-    extractor_onnx(c["backbone"], None, c["input_size"], None, tuple(c["strides"]))  # warm the graph cache
+                             normalization=c["normalization"], feature_dim=c.get("feature_dim"))
+    extractor_onnx(c["backbone"], None, c["input_size"], c.get("feature_dim"), tuple(c["strides"]))  # warm the cache
     out = {"settings": c, "categories": {}}
     with tempfile.TemporaryDirectory(prefix="pc-acc-") as tmp:
         for cat in cats:
@@ -125,6 +162,9 @@ def run_candidate(name: str, c: dict, cats: list[Path], cache: FeatureCache, fra
                 tests = sorted(p for d in (cat / "test").iterdir() if d.is_dir() for p in list_images(d))
                 out["frame_ms"] = frame_latency_ms(Path(tmp) / cat.name, tests[:frames])
                 out["frame_ms_on"] = cat.name
+                if keep:  # for --latency: every kept model timed in turn on the same frames
+                    shutil.rmtree(keep / slug(name), ignore_errors=True)
+                    shutil.copytree(Path(tmp) / cat.name, keep / slug(name))
     return out
 
 
@@ -171,6 +211,21 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def limited(cats: list[Path], n: int, root: Path) -> list[Path]:
+    """The categories with only their first n train/good images (symlinks; test/ and masks shared)."""
+    out = []
+    for cat in cats:
+        dst = root / cat.name
+        (dst / "train" / "good").mkdir(parents=True)
+        for p in list_images(cat / "train" / "good")[:n]:
+            (dst / "train" / "good" / p.name).symlink_to(p.resolve())
+        for sub in ("test", "ground_truth"):
+            if (cat / sub).is_dir():
+                (dst / sub).symlink_to((cat / sub).resolve())
+        out.append(dst)
+    return out
+
+
 def main() -> None:
     here = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -183,6 +238,11 @@ def main() -> None:
                     help="JSON of finished candidates; they are skipped on a rerun")
     ap.add_argument("--fresh", action="store_true", help="measure every chosen candidate again")
     ap.add_argument("--frames", type=int, default=40, help="frames for the latency median")
+    ap.add_argument("--train-limit", type=int, help="calibrate on the first N train/good images only")
+    ap.add_argument("--models", type=Path, default=Path("out/accuracy-models"),
+                    help="the bottle model of each measured candidate is kept here (for --latency)")
+    ap.add_argument("--latency", action="store_true",
+                    help="only time the kept bottle models of the chosen candidates, taking turns frame by frame")
     ap.add_argument("--list", action="store_true", help="print the candidates and exit")
     a = ap.parse_args()
     if a.list:
@@ -194,12 +254,26 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown candidate(s) {unknown}; --list shows them")
     cats = [c for d in a.data for c in find_categories(d)]
+    if a.latency:
+        dirs = {n: a.models / slug(n) for n in names if (a.models / slug(n)).is_dir()}
+        bottle = next(c for c in cats if c.name == "bottle")
+        tests = sorted(p for d in (bottle / "test").iterdir() if d.is_dir() for p in list_images(d))[:a.frames]
+        print(f"Frame latency, bottle models, {len(tests)} frames x 5 rounds, models in turn; median ms "
+              "(preprocess + ONNX Runtime backbone + kNN + map, decode excluded)\n")
+        print("| candidate | " + " | ".join(STAGES) + " | total |\n|---|" + "---|" * (len(STAGES) + 1))
+        for n, ms in interleaved_latency(dirs, tests).items():
+            print(f"| {n} | " + " | ".join(f"{ms[k]:.1f}" for k in (*STAGES, "total")) + " |")
+        return
+    if a.train_limit:
+        cats = limited(cats, a.train_limit, Path(tempfile.mkdtemp(prefix="pc-acc-subset-")))
     done = json.loads(a.results.read_text()) if a.results.is_file() and not a.fresh else {}
     cache = FeatureCache()
     for n in names:
-        if n in done and done[n]["settings"] == CANDIDATES[n] and set(done[n]["categories"]) >= {c.name for c in cats}:
+        if n in done and done[n]["settings"] == CANDIDATES[n] and done[n].get("train_limit") == a.train_limit \
+                and set(done[n]["categories"]) >= {c.name for c in cats}:
             continue
-        done[n] = run_candidate(n, CANDIDATES[n], cats, cache, a.frames)
+        keep = None if a.train_limit else a.models
+        done[n] = {**run_candidate(n, CANDIDATES[n], cats, cache, a.frames, keep), "train_limit": a.train_limit}
         a.results.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(a.results, json.dumps(done, indent=1).encode())  # a kill keeps what finished
     chosen = {n: done[n] for n in names}

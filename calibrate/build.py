@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backbone import DEFAULT_BACKBONE, NORMALIZATIONS, parse_strides, preset
+from edge.backbone import DEFAULT_BACKBONE, NAMED_PRESETS, NORMALIZATIONS, parse_strides, preset
 from edge.backends.ort_backend import OrtBackend
 from edge.errors import ConfigError, ImageError
 from edge.extract import extract_features
@@ -68,6 +68,7 @@ class CalibrationConfig:
     strides: tuple[int, ...] | None = None  # feature stages by stride, e.g. (8, 16)
     min_bank: int | None = None  # floor on the bank size (vectors); None: the preset's
     normalization: str | None = None  # 'backbone' or 'imagenet'; None: the preset's
+    preset: str | None = None  # a named preset (edge.backbone.NAMED_PRESETS); None: the backbone's
     projection_dim: int = 128
     feature_dim: int | None = None
     holdout: float = 0.2  # each fold's share: round(1 / holdout) folds
@@ -95,8 +96,16 @@ class CalibrationConfig:
     def validate(self) -> None:
         """Fill preset defaults, then check every value."""
         p = preset(self.backbone)
+        if self.preset is not None:
+            if self.preset not in NAMED_PRESETS:
+                raise ConfigError(f"unknown preset {self.preset!r}; choose one of {sorted(NAMED_PRESETS)} "
+                                  "or leave it out for the backbone's default")
+            backbone, p = NAMED_PRESETS[self.preset]
+            if self.backbone != backbone:
+                raise ConfigError(f"preset {self.preset!r} is for backbone {backbone!r}, not {self.backbone!r}")
         self.input_size = p.input_size if self.input_size is None else self.input_size
         self.coreset_ratio = p.coreset_ratio if self.coreset_ratio is None else self.coreset_ratio
+        self.feature_dim = p.feature_dim if self.feature_dim is None else self.feature_dim
         self.strides = p.strides if self.strides is None else parse_strides(self.strides)
         self.min_bank = p.min_bank if self.min_bank is None else self.min_bank
         self.normalization = p.normalization if self.normalization is None else self.normalization
@@ -243,6 +252,7 @@ def calibrate(cfg: CalibrationConfig, progress: Progress | None = None) -> Calib
             "channels": list(info.channels), "strides": list(cfg.strides), "weights_sha256": info.weights_sha256,
             "weights_source": info.weights_source, "weights_path": cfg.weights,
         },
+        "preset": cfg.preset or "default",
         **geo.manifest_fields(),  # input_size (S or [W, H]) and tiling
         "normalization": {"mean": list(mean), "std": list(std), "color": "RGB", "name": cfg.normalization},
         "grid": grid,

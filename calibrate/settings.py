@@ -68,6 +68,8 @@ class CalibrateSettings(BaseModel):
         return v
     coreset_ratio: float | None = Field(None, gt=0.0, le=1.0,
                                         description="fraction of patches kept in the bank (default: preset)")
+    preset: str | None = Field(None, description="a named preset, e.g. 'accurate' (slower, more accurate); "
+                               "default: the backbone's own")
     layers: str | list[int] | None = Field(None, description="feature stages by stride: '8,16' (the paper's), "
                                            "'4,8,16' (finer detail) or [8, 16]; default: the backbone's preset")
     min_bank: int | None = Field(None, ge=0, le=1_000_000,

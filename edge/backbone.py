@@ -52,18 +52,29 @@ class Preset:
     # Floor on the bank size (vectors): a ratio alone starves the bank on sets of a few dozen
     # images. The effective ratio is max(ratio, min_bank / patches), at most 1.
     min_bank: int = 0
+    # Patch feature dims after channel averaging (None: keep all); a request at or above the
+    # stages' total keeps all of them.
+    feature_dim: int | None = None
     # "backbone": the mean/std the weights were trained with (Lite: 0.5/0.5); "imagenet".
     normalization: str = "backbone"
 
 
-# Chosen across bottle, tire and screw by average and worst-category image AUROC (README
-# Accuracy; benchmarks/accuracy.py prints every candidate). Presets stay data: the manifest
-# records strides, input size, coreset ratio/floor and normalisation of every model.
+# Chosen across bottle, tire and screw (benchmarks/accuracy.py; README Accuracy) by the average
+# and the worst category's image AUROC within the frame budget (<= 15 ms on the reference CPU):
+# Lite0's stride 4 + 8 + 16 stages (blocks.1 + .2 + .4: fine detail plus the semantic stage
+# that tire and screw need) at 224 px, averaged to 96 dims, a ~1,000-vector bank (0.1% with a
+# 1,000 floor: the kNN cost grows with patches x bank, and the 56x56 grid has 3,136 patches).
+# Image AUROC avg 0.897 / worst 0.776 (the former 4+8 at 192: 0.883 / 0.744).
 PRESETS = {
-    DEFAULT_BACKBONE: Preset(strides=(4, 8), input_size=192, coreset_ratio=0.0025),
+    DEFAULT_BACKBONE: Preset(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001, min_bank=1000, feature_dim=96),
 }
-# Named presets a user can ask for with --preset (a preset carries its backbone).
-NAMED_PRESETS: dict[str, tuple[str, Preset]] = {}
+# Named presets (`calibrate --preset NAME`): (backbone, settings). "accurate": the same stages
+# with a 0.25% bank (~1,650 vectors on bottle): avg 0.918 / worst 0.808, pixel AUROC 0.984 /
+# 0.987 (bottle / tire), at ~1.8x the default's frame time.
+NAMED_PRESETS: dict[str, tuple[str, Preset]] = {
+    "accurate": (DEFAULT_BACKBONE, Preset(strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025,
+                                          min_bank=1000, feature_dim=96)),
+}
 
 NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 

@@ -14,8 +14,10 @@ from edge.preprocess import list_images, read_image
 def test_model_scores_real_defects_above_threshold_and_goods_below(small_model, bottle):
     model = load_model(small_model)
     man = model.manifest
-    assert man["training"]["images"] == 16 and man["grid"] == [48, 48] and model.bank.shape[1] == 64
-    assert man["backbone"]["layers"] == ["blocks.1", "blocks.2"] and man["input_size"] == 192
+    # the Lite0 default: stride 4 + 8 + 16 stages at 224 px (a 56x56 grid), averaged to 96 dims
+    assert man["training"]["images"] == 16 and man["grid"] == [56, 56] and model.bank.shape[1] == 96
+    assert man["backbone"]["layers"] == ["blocks.1", "blocks.2", "blocks.4"] and man["input_size"] == 224
+    assert man["preset"] == "default" and man["coreset"]["min_bank"] == 1000 and model.bank.shape[0] >= 1000
     assert man["backbone"]["weights_sha256"] and man["score_stats"]["n"] == 16  # every image cross-scored once
     fit = man["threshold_fit"]
     assert fit["rule"] == "target" and fit["folds"] == 5 and len(fit["cross_scores"]) == 16
@@ -25,7 +27,7 @@ def test_model_scores_real_defects_above_threshold_and_goods_below(small_model, 
     bad = [insp.inspect(read_image(p)).score for p in list_images(bottle / "test/broken_large")[:4]]
     assert max(good) < min(bad)
     r = insp.inspect(read_image(list_images(bottle / "test/broken_large")[0]))
-    assert r.verdict == "fail" and r.normalised > 1.0 and r.anomaly_map.shape == (192, 192)
+    assert r.verdict == "fail" and r.normalised > 1.0 and r.anomaly_map.shape == (224, 224)
 
 
 def _images(bottle, tmp_path, n=4):
@@ -88,7 +90,7 @@ def test_small_images_are_upscaled_with_a_warning(bottle, tmp_path, caplog):
     for i, p in enumerate(list_images(bottle / "train/good")[:3]):
         cv2.imwrite(str(d / f"{i}.jpg"), cv2.resize(cv2.imread(str(p)), (120, 100)))
     calibrate(_cfg(d, tmp_path / "m"), progress=lambda *a: None)
-    assert "smaller than the 192x192 px input" in caplog.text
+    assert "smaller than the 224x224 px input" in caplog.text
 
 
 def test_yaml_settings_reject_unknown_keys(tmp_path):
@@ -101,3 +103,16 @@ def test_yaml_settings_reject_unknown_keys(tmp_path):
     f.write_text("coreset_ratio: 2\n")
     with pytest.raises(ConfigError, match="coreset_ratio"):
         load_settings(f)
+
+
+def test_named_preset_fills_the_settings_and_unknown_ones_are_refused(tmp_path):
+    cfg = CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="accurate")
+    cfg.validate()
+    assert (cfg.strides, cfg.input_size, cfg.coreset_ratio, cfg.feature_dim) == ((4, 8, 16), 224, 0.0025, 96)
+    cfg = CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="accurate", coreset_ratio=0.01)
+    cfg.validate()
+    assert cfg.coreset_ratio == 0.01  # an explicit option wins
+    with pytest.raises(ConfigError, match="unknown preset 'fastest'.*accurate"):
+        CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="fastest").validate()
+    with pytest.raises(ConfigError, match="is for backbone 'efficientnet_lite0'"):
+        CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="accurate", backbone="resnet18").validate()

@@ -32,7 +32,8 @@ def test_three_stages_and_a_bank_floor_from_the_cli(bottle, tmp_path):
     model = load_model(tmp_path / "m")
     bb = model.manifest["backbone"]
     assert bb["strides"] == [4, 8, 16] and bb["layers"] == ["blocks.1", "blocks.2", "blocks.4"]
-    assert model.bank.shape[1] == 24 + 40 + 112 and model.manifest["grid"] == [48, 48]
+    assert bb["channels"] == [24, 40, 112] and model.manifest["grid"] == [48, 48]
+    assert model.bank.shape[1] == 96  # the Lite0 preset averages the 176 channels to 96
     # 3 x 48 x 48 = 6,912 patches: 1% would keep 69 vectors, the floor keeps ~500
     assert 490 <= model.bank.shape[0] <= 510 and model.manifest["coreset"]["min_bank"] == 500
     res = Inspector(model, backend="onnxruntime").inspect(read_image(bottle / "test/broken_large/000.png"))

@@ -19,14 +19,14 @@ def test_patch_features_shape_and_onnx_parity_on_real_images(bottle):
     assert np.abs(f_onnx - f_torch).max() < 1e-3
 
 
-def test_lite0_preset_uses_stride_4_and_8():
+def test_lite0_preset_uses_stride_4_8_and_16_averaged_to_96_dims():
     from edge.backbone import preset
 
     p = preset("efficientnet_lite0")
-    extractor, info = build_extractor(input_size=p.input_size, strides=p.strides)
-    assert info.layers == ("blocks.1", "blocks.2") and info.channels == (24, 40)
+    extractor, info = build_extractor(input_size=p.input_size, strides=p.strides, feature_dim=p.feature_dim)
+    assert info.layers == ("blocks.1", "blocks.2", "blocks.4") and info.channels == (24, 40, 112)
     x = np.zeros((1, 3, p.input_size, p.input_size), np.float32)
-    assert TorchBackend(extractor, "cpu")(x).shape == (1, 64, p.input_size // 4, p.input_size // 4)
+    assert TorchBackend(extractor, "cpu")(x).shape == (1, 96, p.input_size // 4, p.input_size // 4)
 
 
 def test_feature_dim_reduction_averages_adjacent_channels():

@@ -32,14 +32,14 @@ def test_onnx_export_parity_and_record(small_model, bottle):
     assert e["parity"]["feature_max_abs"] < 1e-3 and e["parity"]["verdict_mismatches"] == 0
     assert (vdir / "exports" / e["file"]).is_file()
     be = OrtBackend(str(vdir / "exports" / e["file"]))
-    assert be(np.zeros((1, 3, 192, 192), np.float32)).shape == (1, 64, 48, 48)
+    assert be(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 96, 56, 56)
 
 
 def test_dynamic_batch_export_runs_any_batch(small_model):
     model = load_model(small_model)
     data, meta = export_onnx(model, None)
     assert meta["batch"] == "dynamic"
-    assert OrtBackend(data)(np.zeros((3, 3, 192, 192), np.float32)).shape[0] == 3
+    assert OrtBackend(data)(np.zeros((3, 3, 224, 224), np.float32)).shape[0] == 3
 
 
 def test_parity_check_fails_on_a_wrong_graph(small_model, bottle):
