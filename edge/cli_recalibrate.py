@@ -75,13 +75,23 @@ def run(args: argparse.Namespace) -> int:
     def on_status(topic: str, payload: bytes) -> None:
         if not outcome.get("sent"):
             return  # the retained status from before our command
-        msg = json.loads(payload)
+        try:
+            msg = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
         rejected = msg.get("rejected")
-        if rejected is not None and rejected.get("id") in (None, cmd_id):
+        # Only a refusal naming our id is ours. One without an id (anyone may publish garbage on
+        # the command topic) or another sender's is dropped from what we print and keep, and we
+        # go on waiting: our command may be running, and a retry would apply it twice.
+        if isinstance(rejected, dict) and rejected.get("id") == cmd_id:
             print(json.dumps(msg), flush=True)
             outcome.update(msg)
             done.set()
-        elif cmd_id in (msg.get("id"), msg.get("cancel_id")):
+            return
+        msg.pop("rejected", None)
+        if cmd_id in (msg.get("id"), msg.get("cancel_id")):
             print(json.dumps(msg), flush=True)
             if msg.get("state") in TERMINAL or msg.get("cancel_id") == cmd_id:
                 outcome.update(msg)

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .modeldir import load_model, set_current
+from .modeldir import load_model, prune, set_current
 from .retune import write_threshold_version
 
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(vdir)
     if not args.no_activate:
         set_current(args.model, model.version)
+        prune(args.model, max(2, args.keep_versions))  # after activation: the new version is current
     print(json.dumps({"version": model.version, "previous_version": base.version,
                       "threshold": round(model.threshold, 5), "previous_threshold": round(base.threshold, 5),
                       "active": not args.no_activate}))

@@ -60,9 +60,9 @@ class Command(BaseModel):
     bad_images: Path | None = None
     coreset_ratio: float | None = Field(None, gt=0, le=1)
     layers: str | None = Field(None, pattern=r"^\d{1,2}(,\d{1,2}){0,3}$")  # strides, e.g. "8,16"; calibrate checks them
-    version: str | None = Field(None, pattern=r"^v\d{4}$")
+    version: str | None = Field(None, max_length=32, pattern=r"^v\d{4,}$")  # v0001 ... v10000 ...
     value: float | None = Field(None, gt=0)
-    scale: float | None = Field(None, gt=0, le=100)
+    scale: float | None = Field(None, gt=0)  # bounded against the current threshold: edge/retune.py
 
     @model_validator(mode="after")
     def _fields_fit_the_action(self):

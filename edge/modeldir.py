@@ -104,8 +104,14 @@ def list_versions(root: str | Path) -> list[str]:
     vdir = Path(root) / VERSIONS
     if not vdir.is_dir():
         return []
-    return sorted(p.name for p in vdir.iterdir()
-                  if VERSION_PATTERN.fullmatch(p.name) and p.is_dir() and (p / MANIFEST).is_file())
+    return sorted((p.name for p in vdir.iterdir()
+                   if VERSION_PATTERN.fullmatch(p.name) and p.is_dir() and (p / MANIFEST).is_file()),
+                  key=version_number)
+
+
+def version_number(name: str) -> int:
+    """v0042 -> 42: versions are ordered by number (as text, v10000 would sort before v9999)."""
+    return int(name[1:])
 
 
 def check_version_name(name: str, root: str | Path) -> str:
@@ -151,7 +157,11 @@ def remove_stale(root: str | Path) -> None:
 
 def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, onnx_bytes: bytes,
                   keep: int = 5, activate: bool = True) -> Path:
-    """Write a new version atomically, make it current (unless activate=False), prune old ones."""
+    """Write a new version atomically; with activate=True make it current and prune old ones.
+
+    activate=False (a version still to be validated) prunes nothing: a candidate that is then
+    refused or cancelled must not have cost a rollback version. Whoever activates it later
+    prunes (edge/recalibrate.py)."""
     from safetensors.numpy import save
 
     root = Path(root)
@@ -161,7 +171,7 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
         os.chmod(vdir, DIR_MODE)
     remove_stale(root)
     existing = list_versions(root)
-    number = 1 + max((int(v[1:]) for v in existing if v[1:].isdigit()), default=0)
+    number = 1 + max((version_number(v) for v in existing), default=0)
     name = f"v{number:04d}"
     tmp = Path(tempfile.mkdtemp(dir=vdir, prefix=".tmp-"))
     try:
@@ -189,7 +199,7 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
         raise
     if activate:
         set_current(root, name)
-    prune(root, keep)
+        prune(root, keep)
     return vdir / name
 
 
@@ -202,7 +212,7 @@ def set_current(root: str | Path, version: str) -> None:
 
 
 def prune(root: str | Path, keep: int) -> None:
-    """Delete the oldest versions beyond `keep`, never the current one or the newest."""
+    """Delete the oldest versions (by number) beyond `keep`, never the current one or the newest."""
     cur = current_version(root)
     versions = list_versions(root)
     for old in versions[: max(0, len(versions) - keep)]:

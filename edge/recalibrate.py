@@ -37,7 +37,7 @@ from .errors import ImageError, PatchcoreError
 from .geometry import Geometry
 from .gpu import open_inspector
 from .inspector import Inspector
-from .modeldir import ONNX, current_version, list_versions, load_model, remove_stale, set_current
+from .modeldir import ONNX, current_version, list_versions, load_model, prune, remove_stale, set_current, version_number
 from .names import inside
 from .nonces import SeenIds
 from .preprocess import list_images, read_image
@@ -314,12 +314,14 @@ class Recalibrator:
         for other in self.dirs.workers.get(self.root, []):
             if other is not self.worker:  # its own inspector: backends are not shared between threads
                 other.inspector = open_inspector(inspector.model, backend=other.cfg.backend)
+        # only now: candidates are written unpruned, so a refused or cancelled one never cost history
+        prune(self.root, self.cfg.keep_versions)
         return previous
 
     def _rollback(self, cmd: Command) -> None:
         cur = current_version(self.root)
         versions = list_versions(self.root)
-        older = [v for v in versions if v < (cur or "")]
+        older = [v for v in versions if cur and version_number(v) < version_number(cur)]
         target = cmd.version or (older[-1] if older else None)
         if target is None or target not in versions:
             raise RecalibrationFailed(f"no version to roll back to (have {versions}, current {cur})")
@@ -453,7 +455,6 @@ class Recalibrator:
             args += ["--layers", layers]
         if bb.get("weights_path"):
             args += ["--weights", bb["weights_path"]]
-        args += ["--keep-versions", str(self.cfg.keep_versions)]
         if old.get("files", {}).get(ONNX):  # the graph cache must give the graph this model was verified with
             args += ["--expect-onnx-sha256", old["files"][ONNX]]
         n = str(self.cfg.threads)

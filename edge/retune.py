@@ -17,13 +17,24 @@ from .errors import ModelError
 from .modeldir import ONNX, Model, load_model, utc_now, write_version
 
 
+# One change may move the threshold by at most this factor either way: a typo (2400 for 24.00)
+# or a stray 1e-300 would otherwise blind the station (every frame passes, or every frame
+# fails) with nothing looking wrong. A larger move is a few steps, each one rollback-able.
+MAX_STEP = 4.0
+
+
 def new_threshold(old: float, value: float | None, scale: float | None) -> float:
-    """The threshold asked for; ModelError when it is not a positive finite number."""
+    """The threshold asked for; ModelError when it is not a positive finite number or moves the
+    current one by more than MAX_STEP either way."""
     if (value is None) == (scale is None):
         raise ModelError("give exactly one of a threshold value or a scale factor")
+    given = value if value is not None else scale
+    if not (isinstance(given, (int, float)) and math.isfinite(given) and given > 0):
+        raise ModelError(f"{'threshold' if value is not None else 'scale'} {given!r} is not a positive finite number")
     t = value if value is not None else old * scale
-    if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-        raise ModelError(f"threshold {t!r} is not a positive finite number")
+    if not (math.isfinite(t) and t > 0) or (old > 0 and not 1 / MAX_STEP <= t / old <= MAX_STEP):
+        raise ModelError(f"threshold {t:.5g} is {t / old:.3g} x the current {old:.5g}; one change may scale it by "
+                         f"{1 / MAX_STEP:g} to {MAX_STEP:g} (a typo?); for a larger move change it in steps")
     return float(t)
 
 

@@ -100,8 +100,10 @@ def test_ids_are_refused_a_second_time_and_survive_a_restart(tmp_path):
         seen.claim("op-1", now, 120)
     with pytest.raises(CommandError, match="already used"):
         SeenIds(tmp_path).claim("op-1", now, 120)  # a restarted daemon reads the store
-    seen.claim("old", now - 500, 120)  # expired at once: never kept
-    assert "old" not in SeenIds(tmp_path).expiry
+    seen.claim("old", now - 500, 120)  # outside this window, yet kept: a larger max_age_s would accept its ts
+    seen.claim("old", now - 400, 120)  # the same id reused outside the window: accepted
+    with pytest.raises(CommandError, match="already used"):
+        SeenIds(tmp_path).claim("old", now - 400, 600)
 
 
 def test_id_store_is_bounded(tmp_path, monkeypatch):

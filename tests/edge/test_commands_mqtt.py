@@ -275,16 +275,16 @@ def test_threshold_command_judges_the_next_frame_is_refused_unsigned_and_rolls_b
         assert current_version(model) == "v0001"
 
         r = subprocess.run([sys.executable, "-m", "patchcore_edge", "recalibrate", "--config", str(cfg),
-                            "--camera", "cam", "--threshold-scale", "0.01", "--timeout", "60"], cwd=ROOT,
+                            "--camera", "cam", "--threshold-scale", "0.25", "--timeout", "60"], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr + r.stdout + _why(sub, p)
         final = json.loads(r.stdout.splitlines()[-1])
         assert final["state"] == "active" and final["action"] == "threshold" and final["version"] == "v0002"
-        assert final["threshold"] == round(t0 * 0.01, 5) and final["previous_threshold"] == round(t0, 5)
+        assert final["threshold"] == round(t0 * 0.25, 5) and final["previous_threshold"] == round(t0, 5)
         at = _index_of_status(sub, final["id"], "active")
         assert sub.wait_for(lambda: len(_after(sub, "cam/result", at)) >= 4, 30)
         after = _after(sub, "cam/result", at)[1:]  # the first may have been in flight during the switch
-        assert all(x["model_version"] == "v0002" and x["threshold"] == round(t0 * 0.01, 5) and x["verdict"] == "fail"
+        assert all(x["model_version"] == "v0002" and x["threshold"] == round(t0 * 0.25, 5) and x["verdict"] == "fail"
                    for x in after), after
         manifest = load_model(model).manifest
         assert manifest["threshold_change"]["from_version"] == "v0001"
