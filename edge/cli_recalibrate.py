@@ -15,6 +15,7 @@ from .commands import encode
 from .config import load_config
 from .errors import ConfigError, PatchcoreError
 from .mqtt_link import MqttLink
+from .topics import Topics
 
 TERMINAL = ("active", "failed", "cancelled")
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("say what to do: --frames N, --images DIR, --rollback [VERSION], --cancel, "
                           "--threshold VALUE or --threshold-scale FACTOR")
-    base = f"{cfg.mqtt.prefix}/{args.camera}/recalibrate"
+    topics = Topics(cfg.mqtt.prefix)
     done = threading.Event()
     outcome: dict = {}
 
@@ -98,17 +99,14 @@ def run(args: argparse.Namespace) -> int:
                 done.set()
 
     mqtt_cfg = cfg.mqtt.model_copy(update={"client_id": f"{cfg.mqtt.client_id}-cli-{cmd_id}"})
-    link = MqttLink(mqtt_cfg, {f"{base}/status": on_status})
-    link.available_topic = f"{cfg.mqtt.prefix}/cli/{cmd_id}/available"  # do not touch the daemon's LWT
-    link.client.will_set(link.available_topic, "gone", qos=0, retain=False)
+    link = MqttLink(mqtt_cfg, {topics.command_status(args.camera): on_status}, session=cmd_id)
     link.start()
     if not link.connected.wait(10):
         raise PatchcoreError(f"cannot reach the MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}")
     time.sleep(0.3)  # the retained status arrives first; ours follow
     outcome["sent"] = True
-    link.client.publish(base, encode(fields, secret, cfg.mqtt.prefix, args.camera), qos=1)
+    link.client.publish(topics.command(args.camera), encode(fields, secret, cfg.mqtt.prefix, args.camera), qos=1)
     ok = done.wait(args.timeout)
-    link.client.publish(link.available_topic, b"", retain=True)
     link.stop()
     if not ok:
         print(f"no outcome within {args.timeout:.0f} s; the daemon may be down", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import load_config
 from .mqtt_link import make_client
+from .topics import Topics
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def collect(cfg, wait: float) -> dict[str, bytes] | None:
 
     def on_connect(client, userdata, flags, rc, props):
         if not rc.is_failure:
-            client.subscribe(f"{cfg.mqtt.prefix}/#")
+            client.subscribe(Topics(cfg.mqtt.prefix).everything)
             connected.set()
 
     c.on_connect = on_connect
@@ -75,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if msgs is None:
         print(f"broker {cfg.mqtt.host}:{cfg.mqtt.port}: unreachable")
         return 2
-    p = cfg.mqtt.prefix
+    p, topics = cfg.mqtt.prefix, Topics(cfg.mqtt.prefix)
     problems = []
-    available = msgs.get(f"{p}/available", b"?").decode(errors="replace")
-    stats = json.loads(msgs[f"{p}/stats"]) if f"{p}/stats" in msgs else None
+    available = msgs.get(topics.available, b"?").decode(errors="replace")
+    stats = json.loads(msgs[topics.stats]) if topics.stats in msgs else None
     age = None
     if stats:
         age = (datetime.now(timezone.utc) - datetime.fromisoformat(stats["timestamp"])).total_seconds()
@@ -91,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
           f"{'model':6s} recalibration")
     for cam in cfg.cameras:
         s = (stats or {}).get("cameras", {}).get(cam.name, {})
-        state = json.loads(msgs.get(f"{p}/{cam.name}/state", b"{}"))
-        recal = json.loads(msgs.get(f"{p}/{cam.name}/recalibrate/status", b"{}"))
+        state = json.loads(msgs.get(topics.state(cam.name), b"{}"))
+        recal = json.loads(msgs.get(topics.command_status(cam.name), b"{}"))
         lat = s.get("latency_ms", {}).get("total", {})
         status = s.get("camera", "unknown") if s.get("model") != "error" else "no model"
         print(f"{cam.name:12s} {status:9s} {s.get('fps', 0):6.1f} {lat.get('p50', 0):7.1f} {lat.get('p99', 0):7.1f} "

@@ -42,6 +42,7 @@ from .sdnotify import notify, watchdog_interval
 from .spool import load_spool, remove_spool, write_spool
 from .statedir import StateDir, default_state_dir
 from .stats import CameraStats
+from .topics import Topics
 from . import web
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class CameraWorker(threading.Thread):
         self.waiting_since: float | None = None  # first frame taken since the last result (monotonic)
         self._last_logged: str | None = None  # last inspection error logged with its traceback
         self.cfg, self.inspector, self.link = cfg, inspector, link
-        self.base = f"{prefix}/{cfg.name}"
+        topics = Topics(prefix)
+        self.result_topic, self.state_topic = topics.result(cfg.name), topics.state(cfg.name)
+        self.heatmap_topic = topics.heatmap(cfg.name)
         self.qos, self.print_results = qos, print_results
         source = make_source(cfg.source, cfg.loop)
         self.capture = Capture(cfg.name, source, cfg.fps, cfg.stall_timeout_s,
@@ -165,8 +168,8 @@ class CameraWorker(threading.Thread):
         latency = (time.perf_counter() - t_frame) * 1e3
         result["latency_ms"] = round(latency, 2)
         payload = json.dumps(result, separators=(",", ":"))
-        self.link.publish(f"{self.base}/result", payload, qos=self.qos, buffer=True)
-        self.link.publish(f"{self.base}/state", payload, qos=self.qos, retain=True, buffer=True)
+        self.link.publish(self.result_topic, payload, qos=self.qos, buffer=True)
+        self.link.publish(self.state_topic, payload, qos=self.qos, retain=True, buffer=True)
         self.waiting_since = None
         for hook in self.listeners:
             hook(self.cfg.name, result)
@@ -179,7 +182,7 @@ class CameraWorker(threading.Thread):
                 hm.mode == "interval" and now - self.last_heatmap >= hm.interval_s):
             t = time.perf_counter()
             jpeg = heatmap_jpeg(self.inspector, frame, r, hm.max_side, hm.jpeg_quality)  # on the GPU when resident
-            self.link.publish(f"{self.base}/heatmap", jpeg, qos=0, retain=True)
+            self.link.publish(self.heatmap_topic, jpeg, qos=0, retain=True)
             self.last_heatmap = now
             timings["heatmap"] = (time.perf_counter() - t) * 1e3
         self.stats.add(timings, r.verdict)
@@ -234,9 +237,9 @@ class Daemon:
             self.workers[cam.name] = w
             rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration, dirs, secret=self.secret)
             self.recalibrators[cam.name] = rc
-            self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/recalibrate"] = rc.on_command
+            self.link.handlers[self.link.topics.command(cam.name)] = rc.on_command
             if cam.trigger == "mqtt":
-                self.link.handlers[f"{cfg.mqtt.prefix}/{cam.name}/trigger"] = w.on_trigger
+                self.link.handlers[self.link.topics.trigger(cam.name)] = w.on_trigger
         self.outputs = attach_outputs(self)  # Sparkplug B node, Prometheus metrics: each only when configured
         self.batchers = share_batches(self.workers.values(), cfg.gpu_batch_ms / 1e3)  # CUDA-resident only
         self.web = web.attach(self)  # the station page (None when off)
@@ -256,7 +259,7 @@ class Daemon:
         }
 
     def publish_stats(self) -> None:
-        self.link.publish(f"{self.cfg.mqtt.prefix}/stats", json.dumps(self.stats_payload()), qos=0, retain=True)
+        self.link.publish(self.link.topics.stats, json.dumps(self.stats_payload()), qos=0, retain=True)
 
     def request_stop(self, *_args) -> None:
         self.stop_event.set()

@@ -1,8 +1,10 @@
 """MQTT transport behind a small interface: publish, subscribe, stop.
 
-- The last will (`<prefix>/available` = `offline`, retained) is set before connecting and
-  `online` is published on every (re)connect; a refused connection is logged and never
-  counted as connected.
+- The link owns the station's topics (`topics`, edge/topics.py) and its will: the daemon's
+  (`<prefix>/available` = `offline`, retained) is set before connecting and `online` is
+  published on every (re)connect; a CLI session (`session=ID`) has its own available topic
+  (will `gone`, not retained) that it clears at stop, so it never touches the daemon's. A
+  refused connection is logged and never counted as connected.
 - paho-mqtt reconnects on its own. While the broker is away, messages marked `buffer=True`
   (results, state) go into a bounded queue that is flushed in order on reconnect; what
   overflowed is counted, reported in the stats and logged (once per outage). A buffered
@@ -28,6 +30,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from .config import MqttConfig
+from .topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,11 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
 
 
 class MqttLink:
-    def __init__(self, cfg: MqttConfig, handlers: dict[str, Handler] | None = None):
+    def __init__(self, cfg: MqttConfig, handlers: dict[str, Handler] | None = None, session: str | None = None):
         self.cfg = cfg
-        self.available_topic = f"{cfg.prefix}/available"
+        self.topics = Topics(cfg.prefix)
+        self.session = session
+        self.available_topic = self.topics.cli_available(session) if session else self.topics.available
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.connected = threading.Event()
         self.lock = threading.Lock()
@@ -63,7 +68,10 @@ class MqttLink:
         self.connects = 0
         self.stopping = False
         client = make_client(cfg, cfg.client_id)
-        client.will_set(self.available_topic, "offline", qos=1, retain=True)
+        if session:
+            client.will_set(self.available_topic, "gone", qos=0, retain=False)
+        else:
+            client.will_set(self.available_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
@@ -107,7 +115,8 @@ class MqttLink:
         while self.connected.is_set() and (self.buffer or self.unacked) and time.monotonic() < end:
             time.sleep(0.02)
         if self.connected.is_set():
-            info = self.client.publish(self.available_topic, "offline", qos=1, retain=True)
+            # a CLI session clears its retained `online`; the daemon says `offline`
+            info = self.client.publish(self.available_topic, b"" if self.session else "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):

@@ -42,6 +42,7 @@ from .names import inside
 from .nonces import SeenIds
 from .preprocess import list_images, read_image
 from .retune import write_threshold_version
+from .topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Recalibrator:
             self.seen = self.dirs.seen.setdefault(self.root, SeenIds(self.root))
         # checked once at start (the daemon passes one result for every camera)
         self.secret, self.disabled = secret if secret is not None else load_command_secret(cfg)
-        self.topic = f"{prefix}/{worker.cfg.name}/recalibrate/status"
+        self.topic = Topics(prefix).command_status(worker.cfg.name)
         self.child: subprocess.Popen | None = None
         self.running: Command | None = None  # the command this camera's thread is carrying out
         self.cancelled = threading.Event()
