@@ -235,7 +235,8 @@ class Daemon:
             w = CameraWorker(cam, inspector, self.link, cfg.mqtt.prefix, cfg.mqtt.qos, cfg.print_results,
                              run_id=self.run_id)
             self.workers[cam.name] = w
-            rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration, dirs, secret=self.secret)
+            rc = Recalibrator(w, self.link, cfg.mqtt.prefix, cfg.recalibration, dirs, secret=self.secret,
+                              owner=str(self.state.path.resolve()))  # its work folders only (workdir.py)
             self.recalibrators[cam.name] = rc
             self.link.handlers[self.link.topics.command(cam.name)] = rc.on_command
             if cam.trigger == "mqtt":

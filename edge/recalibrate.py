@@ -5,8 +5,9 @@ validating, active, failed, cancelled, disabled (no usable secret; the reason in
 a refused command is reported in `rejected`, leaving the state as it was. The same topic
 takes the `rollback`, `cancel` and `threshold` actions (edge/commands.py). The calibration
 itself runs in a child process (`patchcore-edge calibrate --no-activate --json-progress`,
-started by absolute path with an isolated interpreter), niced and limited to a few threads, so a crash or
-out-of-memory there cannot take inspection down and `edge/` never imports `calibrate/`.
+started by absolute path with an isolated interpreter; the contract: edge/calibration_child.py),
+niced and limited to a few threads, so a crash or out-of-memory there cannot take inspection
+down and `edge/` never imports `calibrate/`.
 The new version is written beside the old one, validated, and only then made current
 (an atomic rename of CURRENT) and swapped into the worker with one attribute assignment:
 no frame is ever scored by a half-loaded model, and every result names its version.
@@ -20,7 +21,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 
 from .command_inbox import CommandInbox, Refusals
+from .calibration_child import DONE, JSON_PROGRESS, NO_ACTIVATE, child_command, percent, read_line
 from .command_secret import load_command_secret
 from .commands import Command, CommandError, claimed_id, parse
 from .config import RecalibrationConfig
@@ -38,29 +39,14 @@ from .geometry import Geometry
 from .gpu import open_inspector
 from .inspector import Inspector
 from .modeldir import ONNX, current_version, list_versions, load_model, prune, remove_stale, set_current, version_number
-from .names import inside
 from .nonces import SeenIds
 from .preprocess import list_images, read_image
 from .retune import write_threshold_version
 from .topics import Topics
+from .workdir import WorkDir, WorkInUse
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent  # the folder holding this installation's edge/ and patchcore_edge/
-# Collected frames go to <work_dir>/WORK_SUBDIR/<camera>/ (work_dir defaults to <model>/incoming);
-# only a folder holding WORK_MARKER, written when the folder was made, is ever deleted: work_dir
-# may be shared with anything, e.g. the folder holding the model directories themselves.
-WORK_SUBDIR = ".patchcore-recalibration"
-WORK_MARKER = ".created-by-patchcore-edge"
-
-# The calibration child: `-I` (isolated: neither the working directory nor PYTHON* variables
-# reach sys.path) and `patchcore_edge` imported from the same folder as this `edge`, by absolute
-# path, so a `patchcore_edge/` planted in the daemon's working directory cannot run in its place.
-CHILD_CODE = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from patchcore_edge.main import main; sys.exit(main())"
-
-
-def child_command(*args: str) -> list[str]:
-    return [sys.executable, "-I", "-c", CHILD_CODE, *args]
 
 
 class RecalibrationFailed(Exception):
@@ -103,7 +89,7 @@ class ModelDirs:
 
 class Recalibrator:
     def __init__(self, worker, link, prefix: str, cfg: RecalibrationConfig, dirs: ModelDirs | None = None,
-                 secret: tuple[bytes | None, str | None] | None = None):
+                 secret: tuple[bytes | None, str | None] | None = None, owner: str | None = None):
         self.worker, self.link, self.cfg, self.prefix = worker, link, cfg, prefix
         self.root = Path(worker.cfg.model).resolve()
         self.dirs = dirs or ModelDirs()
@@ -122,7 +108,10 @@ class Recalibrator:
         self.state: dict = ({"state": "disabled", "message": self.disabled, "version": current_version(self.root)}
                             if self.disabled else {"state": "idle", "version": current_version(self.root)})
         self.work_base = Path(cfg.work_dir) if cfg.work_dir else self.root / "incoming"
-        self.work = inside(self.work_base, WORK_SUBDIR, worker.cfg.name)
+        # owner: the daemon's state dir; only folders whose marker names it are ever deleted (workdir.py)
+        self.workdir = WorkDir(self.work_base, worker.cfg.name, owner or str(self.root),
+                               remove_base=cfg.work_dir is None)
+        self.work = self.workdir.path
         self._clear_work()  # frames of an interrupted run
         remove_stale(self.root)  # a version or CURRENT half-written when the daemon was killed
         self.refusals = Refusals(worker.cfg.name)  # refusals logged and answered at a bounded rate
@@ -242,46 +231,13 @@ class Recalibrator:
         self.publish("failed", id=cmd.id, action=cmd.action, message=message, version=current_version(self.root))
 
     def _clear_work(self) -> None:
-        """Delete the collected frames: only our own folder, proven by its marker, and then
-        the (empty) folders above it that we made."""
-        work = self.work
-        if work.is_dir() and not work.is_symlink() and (work / WORK_MARKER).is_file():
-            # the marker goes last: a kill mid-delete leaves it, so the next start finishes the job
-            try:
-                for entry in work.iterdir():
-                    if entry.name != WORK_MARKER:
-                        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-                (work / WORK_MARKER).unlink()
-            except OSError as e:  # never raise here: it runs in `finally` and at start
-                log.warning("camera %s: cannot remove the collected frames in %s: %s", self.worker.cfg.name, work, e)
-                return
-        if work.is_symlink() or work.exists():
-            try:
-                work.rmdir()  # only ever removes an empty folder
-            except OSError:
-                log.warning("camera %s: leaving %s alone: it was not created by patchcore-edge (no %s)",
-                            self.worker.cfg.name, work, WORK_MARKER)
-                return
-        parents = [work.parent] + ([self.work_base] if self.work_base == self.root / "incoming" else [])
-        for d in parents:  # a configured work_dir itself stays
-            try:
-                d.rmdir()
-            except OSError:
-                pass  # not empty: another camera's frames are in it
+        self.workdir.clear()
 
     def _make_work(self) -> tuple[Path, Path]:
-        """A fresh work folder with its ownership marker; train/ and held/ in it."""
-        self._clear_work()
-        if self.work.exists() or self.work.is_symlink():
-            raise RecalibrationFailed(f"{self.work} exists and was not created by patchcore-edge; remove it or "
-                                      "set another recalibration.work_dir")
-        self.work.mkdir(parents=True)
-        (self.work / WORK_MARKER).write_text(f"recalibration frames of camera {self.worker.cfg.name}; "
-                                             "deleted by patchcore-edge when the attempt ends\n")
-        train, held = self.work / "train", self.work / "held"
-        train.mkdir()
-        held.mkdir()
-        return train, held
+        try:
+            return self.workdir.make()
+        except WorkInUse as e:
+            raise RecalibrationFailed(str(e)) from None
 
     @staticmethod
     def _check_folders(cmd: Command) -> None:
@@ -447,7 +403,7 @@ class Recalibrator:
     def _build(self, cmd: Command, train: Path, old: dict) -> Path:
         bb = old["backbone"]
         args = child_command("calibrate", "--images", str(train), "--output", str(self.root),
-                "--force", "--no-activate", "--json-progress", "--backbone", bb["name"],
+                "--force", NO_ACTIVATE, JSON_PROGRESS, "--backbone", bb["name"],
                 *Geometry.from_manifest(old).cli_args(),  # same input W x H and tiling as the old model
                 "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),
                 "--seed", str(old.get("coreset", {}).get("seed", 0)))
@@ -500,17 +456,13 @@ class Recalibrator:
     def _follow(self, cmd: Command, child: subprocess.Popen) -> dict | None:
         """Relay the child's JSON progress lines as `building` status; its final result line."""
         result = None
-        weights = {"features": (0, 40), "coreset": (40, 50), "coreset-holdout": (90, 10)}
         for line in child.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
+            msg = read_line(line)
+            if msg is None:
                 continue
-            if msg.get("stage") == "done":
+            if msg.get("stage") == DONE:
                 result = msg
-            elif msg.get("stage") in weights:
-                base, span = weights[msg["stage"]]
-                pct = base + span * msg["done"] / max(msg["total"], 1)
+            elif (pct := percent(msg)) is not None:
                 self.publish("building", id=cmd.id, action="recalibrate", stage=msg["stage"], done=msg["done"],
                              total=msg["total"], percent=round(pct, 1))
         return result
