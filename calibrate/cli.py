@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from edge.calibration_child import JSON_PROGRESS, NO_ACTIVATE, progress_line, result_line
 from edge.errors import ConfigError
 
 from .build import CalibrationConfig, calibrate
@@ -55,9 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-versions", type=int, help="model versions kept for rollback (default 5)")
     p.add_argument("--expect-onnx-sha256", help="use a cached backbone graph only if it has this sha256, "
                    "else rebuild it from the weights (the daemon's recalibration passes the model's own)")
-    p.add_argument("--no-activate", action="store_true",
+    p.add_argument(NO_ACTIVATE, action="store_true",
                    help="write the new version but keep the current one active (for validation first)")
-    p.add_argument("--json-progress", action="store_true",
+    p.add_argument(JSON_PROGRESS, action="store_true",
                    help="print progress and the result as JSON lines (for the daemon's recalibration)")
     p.set_defaults(func=run)
 
@@ -90,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
     progress = None
     if args.json_progress:
         def progress(stage: str, done: int, total: int) -> None:
-            print(json.dumps({"stage": stage, "done": done, "total": total}), flush=True)
+            print(progress_line(stage, done, total), flush=True)
     r = calibrate(cfg, progress)
     if args.json_progress:
-        print(json.dumps({"stage": "done", "version_dir": str(r.version_dir), "threshold": r.threshold,
-                          "estimated_false_reject": r.rule.estimated_false_reject, "bad_images": r.bad,
-                          "coreset_size": r.coreset_size, "images": r.n_images, "seconds": r.seconds}), flush=True)
+        print(result_line(r.version_dir, threshold=r.threshold, estimated_false_reject=r.rule.estimated_false_reject,
+                          bad_images=r.bad, coreset_size=r.coreset_size, images=r.n_images, seconds=r.seconds),
+              flush=True)
         return 0
     t = r.timings
     print(f"model      {r.version_dir}", file=sys.stdout)

@@ -5,8 +5,9 @@ validating, active, failed, cancelled, disabled (no usable secret; the reason in
 a refused command is reported in `rejected`, leaving the state as it was. The same topic
 takes the `rollback`, `cancel` and `threshold` actions (edge/commands.py). The calibration
 itself runs in a child process (`patchcore-edge calibrate --no-activate --json-progress`,
-started by absolute path with an isolated interpreter), niced and limited to a few threads, so a crash or
-out-of-memory there cannot take inspection down and `edge/` never imports `calibrate/`.
+started by absolute path with an isolated interpreter; the contract: edge/calibration_child.py),
+niced and limited to a few threads, so a crash or out-of-memory there cannot take inspection
+down and `edge/` never imports `calibrate/`.
 The new version is written beside the old one, validated, and only then made current
 (an atomic rename of CURRENT) and swapped into the worker with one attribute assignment:
 no frame is ever scored by a half-loaded model, and every result names its version.
@@ -20,7 +21,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 
 from .command_inbox import CommandInbox, Refusals
+from .calibration_child import DONE, JSON_PROGRESS, NO_ACTIVATE, child_command, percent, read_line
 from .command_secret import load_command_secret
 from .commands import Command, CommandError, claimed_id, parse
 from .config import RecalibrationConfig
@@ -46,16 +47,6 @@ from .workdir import WorkDir, WorkInUse
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent  # the folder holding this installation's edge/ and patchcore_edge/
-
-# The calibration child: `-I` (isolated: neither the working directory nor PYTHON* variables
-# reach sys.path) and `patchcore_edge` imported from the same folder as this `edge`, by absolute
-# path, so a `patchcore_edge/` planted in the daemon's working directory cannot run in its place.
-CHILD_CODE = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from patchcore_edge.main import main; sys.exit(main())"
-
-
-def child_command(*args: str) -> list[str]:
-    return [sys.executable, "-I", "-c", CHILD_CODE, *args]
 
 
 class RecalibrationFailed(Exception):
@@ -412,7 +403,7 @@ class Recalibrator:
     def _build(self, cmd: Command, train: Path, old: dict) -> Path:
         bb = old["backbone"]
         args = child_command("calibrate", "--images", str(train), "--output", str(self.root),
-                "--force", "--no-activate", "--json-progress", "--backbone", bb["name"],
+                "--force", NO_ACTIVATE, JSON_PROGRESS, "--backbone", bb["name"],
                 *Geometry.from_manifest(old).cli_args(),  # same input W x H and tiling as the old model
                 "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),
                 "--seed", str(old.get("coreset", {}).get("seed", 0)))
@@ -465,17 +456,13 @@ class Recalibrator:
     def _follow(self, cmd: Command, child: subprocess.Popen) -> dict | None:
         """Relay the child's JSON progress lines as `building` status; its final result line."""
         result = None
-        weights = {"features": (0, 40), "coreset": (40, 50), "coreset-holdout": (90, 10)}
         for line in child.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
+            msg = read_line(line)
+            if msg is None:
                 continue
-            if msg.get("stage") == "done":
+            if msg.get("stage") == DONE:
                 result = msg
-            elif msg.get("stage") in weights:
-                base, span = weights[msg["stage"]]
-                pct = base + span * msg["done"] / max(msg["total"], 1)
+            elif (pct := percent(msg)) is not None:
                 self.publish("building", id=cmd.id, action="recalibrate", stage=msg["stage"], done=msg["done"],
                              total=msg["total"], percent=round(pct, 1))
         return result
