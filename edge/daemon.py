@@ -31,8 +31,9 @@ from datetime import datetime, timezone
 from .capture import Capture, make_source
 from .command_secret import load_command_secret
 from .config import CameraConfig, DaemonConfig
-from .errors import PatchcoreError
+from .errors import ImageError, PatchcoreError
 from .gpu import heatmap_jpeg, open_inspector, share_batches
+from .image_size import check_size
 from .inspector import Inspector
 from .modeldir import load_model
 from .mqtt_link import MqttLink
@@ -137,10 +138,14 @@ class CameraWorker(threading.Thread):
         """Why the configured ROI cannot be cut from this frame (None when it can)."""
         x, y, w, h = self.cfg.roi
         fh, fw = frame.shape[:2]
-        if x + w <= fw and y + h <= fh:
-            return None
-        return (f"roi [{x}, {y}, {w}, {h}] (x, y, width, height) does not fit inside the {fw}x{fh} frame; "
-                f"fix roi of camera {self.cfg.name} in the config")
+        if x + w > fw or y + h > fh:
+            return (f"roi [{x}, {y}, {w}, {h}] (x, y, width, height) does not fit inside the {fw}x{fh} frame; "
+                    f"fix roi of camera {self.cfg.name} in the config")
+        try:  # the config refuses a small roi; this holds for one built in code, too: a tiny crop passes all
+            check_size(w, h, f"roi [{x}, {y}, {w}, {h}] crop")
+        except ImageError as e:
+            return f"{e}; fix roi of camera {self.cfg.name} in the config"
+        return None
 
     def process(self, frame, t_frame: float) -> None:
         roi = self.cfg.roi
