@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         decode_ms = (time.perf_counter() - t0) * 1e3
         r = inspector.inspect(frame)
-        rec = {"image": str(path), "score": round(r.score, 5), "normalised_score": round(r.normalised, 5),
-               "threshold": round(r.threshold, 5), "verdict": r.verdict, "model_version": r.model_version,
+        rec = {"image": str(path), **r.record(),
                "timings_ms": {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in r.timings_ms.items()}}}
         if args.output_dir:
             img = overlay(frame, r.anomaly_map, r.threshold, max_side=args.heatmap_size)

@@ -166,9 +166,7 @@ class CameraWorker(threading.Thread):
         self.frame_id += 1
         result = {
             "camera": self.cfg.name, "run_id": self.run_id, "frame_id": self.frame_id,
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "score": round(r.score, 5), "normalised_score": round(r.normalised, 5),
-            "threshold": round(r.threshold, 5), "verdict": r.verdict, "model_version": r.model_version,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **r.record(),
         }
         latency = (time.perf_counter() - t_frame) * 1e3
         result["latency_ms"] = round(latency, 2)

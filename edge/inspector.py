@@ -28,6 +28,11 @@ class Inspection:
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    def record(self) -> dict:
+        """The verdict as published: the daemon's result JSON and `infer`'s lines both start from it."""
+        return {"score": round(self.score, 5), "normalised_score": round(self.normalised, 5),
+                "threshold": round(self.threshold, 5), "verdict": self.verdict, "model_version": self.model_version}
+
 
 class Inspector:
     """Holds a loaded model, its feature backend and its search index; `inspect` is thread-safe
