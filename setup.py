@@ -44,6 +44,6 @@ setup(
     # the station page, and patchcore_edge/{configs,systemd,mqtt-schemas}, links in the source
     # tree to the top-level configs/, systemd/ and docs/mqtt/ whose files the wheel copies.
     package_data={"edge.web": ["static/*"],
-                  "patchcore_edge": ["configs/*.yaml", "systemd/*.in", "mqtt-schemas/*.json"]},
+                  "patchcore_edge": ["configs/*", "systemd/*", "mqtt-schemas/*"]},
     entry_points={"console_scripts": ["patchcore-edge=patchcore_edge.main:main"]},
 )
