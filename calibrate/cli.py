@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-merge", choices=("max", "mean"), help="anomaly map where tiles overlap (default max)")
     p.add_argument("--coreset-ratio", type=float,
                    help="fraction of patches kept (default: 0.001 with a 1,000-vector floor for Lite0, else 0.01)")
-    p.add_argument("--preset", help="named settings: 'accurate' (Lite0 0.25%% bank: higher image AUROC, ~1.8x the "
+    p.add_argument("--preset", help="named settings: 'accurate' (Lite0 0.25%% bank: higher image AUROC, ~2x the "
                    "frame time); explicit options override it")
     p.add_argument("--layers", help="feature stages by stride, e.g. 8,16 (the paper's) or 4,8,16 (finer textures, "
                    "bigger grid); default: the backbone's preset")
