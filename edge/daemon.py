@@ -78,6 +78,16 @@ class CameraWorker(threading.Thread):
         self.live = None  # edge.web.state.LiveState while the station page is on
         self.listeners: list = []  # per-result hooks (camera, result): Sparkplug B, Prometheus (outputs.py)
 
+    def swap_inspector(self, inspector: Inspector) -> None:
+        """Judge from the next frame on with `inspector` (a new model version): one reference
+        swap, read once per frame, so no frame is ever scored by a half-loaded model."""
+        self.inspector = inspector
+
+    def throttle(self, share: float) -> None:
+        """Let inspection use `share` of its normal time (< 1 while a recalibration needs the CPU;
+        1.0 restores it)."""
+        self.share = share
+
     def on_trigger(self, topic: str, payload: bytes) -> None:
         # triggers that arrive while one is pending are served by the same frame: count them
         self.stats.trigger(merged=self.trigger.is_set())

@@ -197,7 +197,7 @@ class Recalibrator:
     def _run(self, cmd: Command) -> None:
         try:
             if cmd.action == "recalibrate":
-                self.worker.share = self.cfg.inspection_share
+                self.worker.throttle(self.cfg.inspection_share)
             if cmd.action == "rollback":
                 self._rollback(cmd)
             elif cmd.action == "threshold":
@@ -219,7 +219,7 @@ class Recalibrator:
             log.exception("camera %s: recalibration crashed", self.worker.cfg.name)
             self._failed(cmd, f"internal error: {e}")
         finally:
-            self.worker.share = 1.0
+            self.worker.throttle(1.0)
             self._clear_work()
             with self.dirs.lock, self.cancel_lock:
                 self.dirs.busy.pop(self.root, None)
@@ -267,10 +267,10 @@ class Recalibrator:
     def _activate(self, version: str, inspector: Inspector) -> str | None:
         previous = current_version(self.root)
         set_current(self.root, version)
-        self.worker.inspector = inspector  # one reference swap: the next frame uses the new model
+        self.worker.swap_inspector(inspector)
         for other in self.dirs.workers.get(self.root, []):
             if other is not self.worker:  # its own inspector: backends are not shared between threads
-                other.inspector = open_inspector(inspector.model, backend=other.cfg.backend)
+                other.swap_inspector(open_inspector(inspector.model, backend=other.cfg.backend))
         # only now: candidates are written unpruned, so a refused or cancelled one never cost history
         prune(self.root, self.cfg.keep_versions)
         return previous
