@@ -144,6 +144,14 @@ class CameraWorker(threading.Thread):
                       "error changes", self.cfg.name, msg, exc_info=e)
             self._last_logged = msg
 
+    def crop(self, frame):
+        """The part of a frame this camera judges (its ROI; the whole frame without one): the one
+        crop for inspection and for the frames a recalibration collects."""
+        if not self.cfg.roi:
+            return frame
+        x, y, w, h = self.cfg.roi
+        return frame[y:y + h, x:x + w]
+
     def _roi_error(self, frame) -> str | None:
         """Why the configured ROI cannot be cut from this frame (None when it can)."""
         x, y, w, h = self.cfg.roi
@@ -170,8 +178,7 @@ class CameraWorker(threading.Thread):
                 self.error = error
             if error:
                 return
-            x, y, w, h = roi
-            frame = frame[y:y + h, x:x + w]
+            frame = self.crop(frame)
         r = self.inspector.inspect(frame)  # read once: a recalibration may swap it between frames
         self.frame_id += 1
         result = {

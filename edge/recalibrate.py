@@ -317,10 +317,7 @@ class Recalibrator:
             frames = self._live_frames(cmd)
         n_train = n_held = 0
         for i, frame in enumerate(frames):
-            roi = self.worker.cfg.roi
-            if roi:
-                x, y, w, h = roi
-                frame = frame[y:y + h, x:x + w]
+            frame = self.worker.crop(frame)
             dest = held if i % every == every - 1 else train
             # BMP: lossless (calibration sees exactly what inspection sees) and ~10x faster to
             # write than PNG, which kept collection from keeping pace with the camera; the
