@@ -6,7 +6,9 @@ cheroot hands a connection to a worker thread as soon as its first bytes arrive,
 sockets held every worker and the token check, which runs only after the headers are read,
 never got to refuse them. Here a watchdog shuts the socket of any request whose headers are
 not complete within `header_timeout_s`: the blocked read returns end-of-file, cheroot drops
-the connection and the worker is free again.
+the connection and the worker is free again. As in nginx (client_header_timeout), the first
+request's time counts from the connection's accept, so sockets that waited in the queue
+behind busy workers are cut as soon as one picks them up, not after another full timeout.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ class HeaderWatchdog:
         self.dropped = 0  # connections cut for slow headers
         self.thread = threading.Thread(target=self._run, name="web-header-deadline", daemon=True)
 
-    def arm(self, sock) -> None:
+    def arm(self, sock, since: float) -> None:
         with self.lock:
-            self.pending[sock] = time.monotonic() + self.timeout_s
+            self.pending[sock] = since + self.timeout_s
 
     def disarm(self, sock) -> None:
         with self.lock:
@@ -62,7 +64,8 @@ class HeaderWatchdog:
 class _DeadlineRequest(HTTPRequest):
     def parse_request(self):
         watchdog = self.server.header_watchdog
-        watchdog.arm(self.conn.socket)
+        since, self.conn.accepted = self.conn.accepted or time.monotonic(), None  # later requests: from now
+        watchdog.arm(self.conn.socket, since)
         try:
             super().parse_request()
         finally:
@@ -72,6 +75,10 @@ class _DeadlineRequest(HTTPRequest):
 class DeadlineConnection(HTTPConnection):
     """cheroot connection whose requests must deliver their headers within the watchdog's time."""
     RequestHandlerClass = _DeadlineRequest
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.accepted: float | None = time.monotonic()
 
 
 def install(server, timeout_s: float) -> HeaderWatchdog:

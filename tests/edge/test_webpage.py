@@ -158,11 +158,12 @@ def test_bearer_scheme_is_case_insensitive(station):
 
 
 def test_half_open_connections_do_not_hold_the_page(station):
-    """Slowloris: more half-sent requests than worker threads (12); a valid request still answers
-    soon after the header deadline (3 s), not after cheroot's 10 s per-read timeout per batch."""
+    """Slowloris: three times more half-sent requests than worker threads (12); a valid request
+    still answers soon after the header deadline (3 s from accept), not after cheroot's 10 s
+    per-read timeout per batch of 12 (the old server: 8.5 s behind 20 sockets)."""
     held = []
     try:
-        for _ in range(20):
+        for _ in range(36):
             s = socket.create_connection(("127.0.0.1", station["port"]), timeout=5)
             s.sendall(b"GET /api/station HTTP/1.1\r\nHost: x\r\n")  # headers never finished
             held.append(s)
@@ -171,7 +172,8 @@ def test_half_open_connections_do_not_hold_the_page(station):
         r, body = _get(f"{station['base']}/api/station", TOKEN, timeout=15)
         took = time.monotonic() - t
         assert r.status == 200 and body["cameras"], body
-        assert took < 7, f"a valid request took {took:.1f} s behind 20 half-open connections"
+        print(f"valid request answered in {took:.1f} s behind 36 half-open connections")
+        assert took < 8, f"a valid request took {took:.1f} s behind 36 half-open connections"
         # the half-open ones were cut (end-of-file), not left to the client
         held[0].settimeout(5)
         assert held[0].recv(100) == b""
