@@ -82,13 +82,16 @@ def test_item2_start_up_cleanup_leaves_the_model_dirs_in_work_dir_alone(small_mo
     models = tmp_path / "models"
     shutil.copytree(small_model, models / "cam1")
     shutil.copytree(small_model, models / "cam2")
-    foreign = models / ".patchcore-recalibration" / "cam1"  # our folder name, but not made by us (no marker)
+    from edge.workdir import WorkDir  # the folder names: <camera>-<hash of the owner, the daemon's state dir>
+
+    owner = str((tmp_path / "patchcore-state").resolve())  # the default state dir beside d.yaml
+    foreign = WorkDir(models, "cam1", owner, remove_base=False).path  # our folder name, but no marker
     foreign.mkdir(parents=True)
     (foreign / "keep.txt").write_text("not the daemon's")
-    leftover = models / ".patchcore-recalibration" / "cam2"  # ours, from a run killed mid-collection
-    (leftover / "train").mkdir(parents=True)
-    (leftover / ".created-by-patchcore-edge").write_text("")
-    (leftover / "train" / "00000.bmp").write_bytes(b"frame")
+    leftover = WorkDir(models, "cam2", owner, remove_base=False)  # ours, from a run killed mid-collection
+    train, _ = leftover.make()
+    (train / "00000.bmp").write_bytes(b"frame")
+    leftover = leftover.path
     (tmp_path / "secret").write_bytes(SECRET)
     prefix = new_prefix()
     cams = [{"name": n, "source": str(bottle / "train/good"), "model": str(models / n), "fps": 20, "loop": True,
@@ -107,7 +110,7 @@ def test_item2_start_up_cleanup_leaves_the_model_dirs_in_work_dir_alone(small_mo
         assert current_version(models / n) == "v0001" and load_model(models / n).version == "v0001"
     assert (foreign / "keep.txt").read_text() == "not the daemon's"
     assert not leftover.exists()
-    assert "not created by patchcore-edge" in err
+    assert "not created by this patchcore-edge daemon" in err
 
 
 # -- items 3, 10 and 13 (undecodable file): one recalibration from a folder ------------------------
