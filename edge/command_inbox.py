@@ -72,6 +72,14 @@ class Refusals:
             self.unanswered += 1
             return False
 
+    def flush(self) -> None:
+        """Log the count of refusals not yet logged, once the window has passed (a flood's tail)."""
+        with self.lock:
+            if self._since_log and time.monotonic() - self._last_log >= LOG_EVERY_S:
+                log.warning("camera %s: %d more commands refused since the last such line", self.camera,
+                            self._since_log)
+                self._last_log, self._since_log = time.monotonic(), 0
+
     def snapshot(self) -> dict:
         return {"refused": self.total, "refused_unanswered": self.unanswered}
 
@@ -97,7 +105,11 @@ class CommandInbox:
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=LOG_EVERY_S)
+            except queue.Empty:
+                self.refusals.flush()
+                continue
             if item is None:
                 return
             try:

@@ -68,6 +68,8 @@ def test_unsigned_flood_does_not_stop_results_or_fill_the_log(small_model, bottl
         assert sub.wait_for(lambda: any(m.get("id") == "after-flood" and m.get("state") == "active"
                                         for m in sub.json_of("cam/recalibrate/status")), 60), _why(sub, p)
         assert current_version(model) == "v0002"
+        # the flood's tail is summarised in one line with its count once the 10 s window has passed
+        assert sub.wait_for(lambda: "more commands refused" in p.output()[1], 30), p.output()[1][-3000:]
     finally:
         _, err = p.stop()
         sub.close()
