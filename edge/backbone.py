@@ -74,6 +74,9 @@ PRESETS = {
 NAMED_PRESETS: dict[str, tuple[str, Preset]] = {
     "accurate": (DEFAULT_BACKBONE, Preset(strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025,
                                           min_bank=1000, feature_dim=96)),
+    # "fast": the former default (stride 4 + 8 at 192 px, 0.25%): the sharpest bottle maps and
+    # about half the default's frame time, but tire image AUROC 0.744 (below the yardstick).
+    "fast": (DEFAULT_BACKBONE, Preset(strides=(4, 8), input_size=192, coreset_ratio=0.0025)),
 }
 
 NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
