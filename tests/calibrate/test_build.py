@@ -112,6 +112,9 @@ def test_named_preset_fills_the_settings_and_unknown_ones_are_refused(tmp_path):
     cfg = CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="accurate", coreset_ratio=0.01)
     cfg.validate()
     assert cfg.coreset_ratio == 0.01  # an explicit option wins
+    cfg = CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="fast")
+    cfg.validate()
+    assert (cfg.strides, cfg.input_size, cfg.coreset_ratio) == ((4, 8), 192, 0.0025)  # the former default
     with pytest.raises(ConfigError, match="unknown preset 'fastest'.*accurate"):
         CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="fastest").validate()
     with pytest.raises(ConfigError, match="is for backbone 'efficientnet_lite0'"):
