@@ -44,7 +44,7 @@ class Inspector:
         self.backend = backend if isinstance(backend, FeatureBackend) else create_backend(
             backend, model.onnx_path, model.manifest, engine_dir=model.path)
         check_backbone_output(self.backend, model.manifest, str(model.path))  # refuse now, not every frame
-        grid = model.manifest["grid"]
+        grid = model.spec.grid
         self.geometry = model.geometry
         self.search = make_search(model.bank, self.geometry.tiles * grid[0] * grid[1], search)
         self.reweight = reweight

@@ -39,6 +39,7 @@ import numpy as np
 from .files import FILE_MODE, atomic_write_bytes, fsync_dir, sha256_file, write_synced
 from .names import inside
 from .errors import ConfigError, ModelError
+from .manifest import Manifest, parse_manifest
 from .geometry import Geometry
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,17 @@ class Model:
     """A loaded, verified model version."""
 
     path: Path  # the version directory
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # the JSON as written (reports included)
     bank: np.ndarray  # (N, D) float32
+    spec: Manifest | None = None  # the typed fields inspection reads (edge/manifest.py)
+
+    def __post_init__(self):
+        if self.spec is None:
+            self.spec = parse_manifest(self.manifest, str(self.path))
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return self.spec.version
 
     @property
     def input_size(self) -> int | tuple[int, int]:
@@ -80,15 +86,15 @@ class Model:
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"])
+        return self.spec.threshold
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(self.manifest["normalization"]["mean"])
+        return self.spec.normalization.mean
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(self.manifest["normalization"]["std"])
+        return self.spec.normalization.std
 
     @property
     def onnx_path(self) -> Path:
@@ -286,6 +292,7 @@ def load_model(path: str | Path, version: str | None = None, verify: bool = True
     if verify:
         _check_manifest_hash(vpath, manifest_bytes, manifest)
     Geometry.from_manifest(manifest)  # input size / tiling readable (ModelError otherwise)
+    spec = parse_manifest(manifest, str(vpath / MANIFEST))  # every field inspection reads, typed
     if verify:
         for fname, digest in manifest["files"].items():
             f = vpath / fname
@@ -297,7 +304,7 @@ def load_model(path: str | Path, version: str | None = None, verify: bool = True
         bank = load_file(str(vpath / CORESET))["coreset"]
     except Exception as e:
         raise ModelError(f"{vpath / CORESET} cannot be read ({e}); roll back or recalibrate") from e
-    if bank.ndim != 2 or bank.shape != (manifest["coreset_size"], manifest["feature_dim"]):
+    if bank.ndim != 2 or bank.shape != (spec.coreset_size, spec.feature_dim):
         raise ModelError(f"{vpath / CORESET} has shape {bank.shape}, manifest says "
-                         f"({manifest['coreset_size']}, {manifest['feature_dim']}); recalibrate")
-    return Model(path=vpath, manifest=manifest, bank=np.ascontiguousarray(bank, dtype=np.float32))
+                         f"({spec.coreset_size}, {spec.feature_dim}); recalibrate")
+    return Model(path=vpath, manifest=manifest, bank=np.ascontiguousarray(bank, dtype=np.float32), spec=spec)

@@ -12,11 +12,11 @@ from edge.onnx_graph import OPSET, export_onnx_bytes
 
 def rebuild_extractor(model: Model):
     """The torch module a model version was calibrated with; refuses if the weights changed."""
-    bb = model.manifest["backbone"]
-    extractor, info = build_extractor(bb["name"], bb.get("weights_path"), model.manifest.get("feature_dim_request"),
-                                      model.geometry.size, tuple(bb["strides"]))
-    if info.weights_sha256 != bb["weights_sha256"]:
-        raise ModelError(f"the weights of {bb['name']} ({info.weights_source}) differ from those {model.path} was "
+    bb = model.spec.backbone
+    extractor, info = build_extractor(bb.name, bb.weights_path, model.spec.feature_dim_request,
+                                      model.geometry.size, bb.strides)
+    if info.weights_sha256 != bb.weights_sha256:
+        raise ModelError(f"the weights of {bb.name} ({info.weights_source}) differ from those {model.path} was "
                          "calibrated with (sha256 mismatch); recalibrate or restore the original weights file")
     return extractor
 
@@ -27,4 +27,4 @@ def export_onnx(model: Model, batch: int | None = 1) -> tuple[bytes, dict]:
     data = export_onnx_bytes(extractor, model.geometry.size, dynamic_batch=batch is None, batch=batch or 1)
     onnx.checker.check_model(onnx.load_from_string(data))
     return data, {"opset": OPSET, "batch": batch if batch else "dynamic", "input": "images",
-                  "output": "patch_features", "input_size": model.manifest["input_size"]}
+                  "output": "patch_features", "input_size": model.manifest["input_size"]}  # as written (S or [W, H])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import BackendError
 from ..geometry import Geometry
+from ..manifest import parse_manifest
 from .base import FeatureBackend
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ def create_backend(kind: str, onnx_path: str | Path, manifest: dict, engine_dir:
     from ..features import build_extractor
     from .torch_backend import TorchBackend
 
-    bb = manifest["backbone"]
-    extractor, _ = build_extractor(bb["name"], bb.get("weights_path"), manifest.get("feature_dim_request"),
-                                   Geometry.from_manifest(manifest).size, tuple(bb["strides"]))
+    spec = parse_manifest(manifest, str(onnx_path))
+    extractor, _ = build_extractor(spec.backbone.name, spec.backbone.weights_path, spec.feature_dim_request,
+                                   Geometry.from_manifest(manifest).size, spec.backbone.strides)
     return TorchBackend(extractor, half=fp16)
 
 

@@ -146,10 +146,9 @@ class ResidentInspector:
         from ..features import build_extractor
 
         self.geometry = geo = model.geometry
-        bb = model.manifest["backbone"]
-        extractor, _ = build_extractor(bb["name"], bb.get("weights_path"), model.manifest.get("feature_dim_request"),
-                                       geo.size, tuple(bb["strides"]))
-        grid = model.manifest["grid"]
+        bb = model.spec.backbone
+        extractor, _ = build_extractor(bb.name, bb.weights_path, model.spec.feature_dim_request, geo.size, bb.strides)
+        grid = model.spec.grid
         self.search = TorchNearest(model.bank, self.device, geo.tiles * grid[0] * grid[1])
         use_graphs = graphs_possible(self.device) if self.graphs_wanted is None else self.graphs_wanted
         self.backend = ResidentBackend(extractor, self.device, use_graphs and self.search.capturable)

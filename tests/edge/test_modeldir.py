@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from edge.errors import ModelError
 from edge.modeldir import (CORESET, CURRENT, MANIFEST, current_version, list_versions, load_model, remove_stale,
                            set_current, write_version)
 
-MANIFEST_MIN = {"backbone": {"name": "x"}, "input_size": 224, "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
+MANIFEST_MIN = {"backbone": {"name": "x", "strides": [4, 8]}, "input_size": 224, "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
                 "grid": [28, 28], "threshold": 1.5, "score_stats": {"n": 3}}
 
 
@@ -116,3 +117,22 @@ def test_killed_mid_switch_keeps_the_old_current_and_leftovers_are_removed(tmp_p
     remove_stale(root)  # what the daemon does at start
     assert not list(root.glob(".CURRENT.*"))
     assert list_versions(root) == ["v0001", "v0002"]
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("threshold", "high", "threshold"), ("threshold", -1.0, "threshold"), ("grid", [28], "grid"),
+    ("normalization", {"mean": [0.5], "std": [0.5] * 3}, "normalization.mean"),
+    ("backbone", {"name": "x"}, "backbone.strides")])
+def test_typed_manifest_refuses_a_bad_field_at_load_with_its_name(tmp_path, field, value, why):
+    # written through write_version, so the hashes match: only the typed check can catch it
+    write_version(tmp_path / "m", {**MANIFEST_MIN, field: value}, np.ones((3, 4), np.float32), b"onnx-bytes")
+    with pytest.raises(ModelError, match=rf"manifest field {re.escape(why)}[.:]") as e:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(e.value)
+
+
+def test_typed_manifest_reads_the_fields_inspection_uses(tmp_path):
+    _write(tmp_path / "m")
+    spec = load_model(tmp_path / "m").spec
+    assert (spec.backbone.strides, spec.grid, spec.feature_dim, spec.coreset_size) == ((4, 8), (28, 28), 4, 3)
+    assert spec.normalization.mean == (0.5, 0.5, 0.5) and spec.threshold == 1.5

@@ -1,0 +1,55 @@
+"""The model version's manifest as a typed record, validated once when a version is loaded.
+
+Writers (calibrate/build.py, edge/retune.py) still assemble the JSON as a dict; every reader
+goes through `Manifest` (via `Model.spec`), so a field name or type is spelled here and a
+malformed manifest is refused at load with one line instead of failing later on a frame.
+Unknown keys are kept (threshold_fit, training, threshold_change, ...): they are reports for
+people, not inputs to inspection. Input size and tiling are parsed by edge/geometry.py.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ModelError
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
+
+
+class BackboneSpec(_Open):
+    name: str = Field(min_length=1)
+    strides: tuple[int, ...] = Field(min_length=1)
+    weights_path: str | None = None
+    weights_sha256: str | None = None
+
+
+class Normalization(_Open):
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class Manifest(_Open):
+    format_version: int
+    version: str
+    backbone: BackboneSpec
+    input_size: int | tuple[int, int]
+    normalization: Normalization
+    grid: tuple[int, int]
+    feature_dim: int = Field(gt=0)
+    feature_dim_request: int | None = None
+    coreset_size: int = Field(gt=0)
+    threshold: float = Field(gt=0)
+    files: dict[str, str]
+
+
+def parse_manifest(data: dict, where: str) -> Manifest:
+    """Manifest from the loaded JSON; ModelError names the first bad field."""
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(map(str, err["loc"])) or "(top level)"
+        raise ModelError(f"{where}: manifest field {field}: {err['msg']}; it was not written by this "
+                         "patchcore-edge, recalibrate") from e
