@@ -15,6 +15,16 @@ import uuid
 import paho.mqtt.client as mqtt
 
 
+def wait_until(pred, timeout: float) -> bool:
+    """Poll `pred` every 50 ms until it holds (True) or `timeout` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class Collector:
     """Subscribes to `<prefix>/#` on a real broker and keeps (topic, payload, retain) in order."""
 
@@ -55,12 +65,7 @@ class Collector:
         return [json.loads(p) for p in self.of(suffix)]
 
     def wait_for(self, pred, timeout: float = 120.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(pred, timeout)
 
     def close(self):
         self.c.disconnect()

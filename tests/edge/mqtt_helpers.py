@@ -3,7 +3,9 @@ and a daemon in a subprocess."""
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -70,3 +72,28 @@ def start_daemon(config: Path, env: dict | None = None) -> DaemonProcess:
 
 def new_prefix() -> str:
     return f"pct-{uuid.uuid4().hex[:8]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_private_broker(port: int, tmp_path: Path, extra_conf: str = "") -> subprocess.Popen:
+    """A Mosquitto of the test's own on 127.0.0.1:port (for kill/restart tests), once it listens.
+
+    `user`: run as root, mosquitto would switch to the `mosquitto` user and could not write
+    into the test's folder."""
+    conf = tmp_path / "mosq.conf"
+    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra_conf}")
+    b = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return b
+        except OSError:
+            time.sleep(0.05)
+    b.kill()
+    raise RuntimeError("private mosquitto did not start")

@@ -14,6 +14,7 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
+from benchmarks.mqtt_collector import wait_until
 from mqtt_spb_wrapper.spb_protobuf.sparkplug_b_pb2 import DataType, Payload
 
 NODE_SEQ_KINDS = ("DBIRTH", "DDATA", "DDEATH", "NDATA")  # messages that carry the node's running seq
@@ -85,12 +86,7 @@ class Host:
             return [p for k, d, p in self.msgs if k == kind and (device is None or d == device)]
 
     def wait_for(self, pred, timeout: float = 60.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(pred, timeout)
 
     def ncmd(self, payload: bytes) -> None:
         self.c.publish(f"spBv1.0/{self.group}/NCMD/{self.node}", payload, qos=1).wait_for_publish(5)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -17,7 +15,7 @@ import pytest
 
 from edge.preprocess import list_images
 
-from .mqtt_helpers import ROOT, Collector, new_prefix, start_daemon, write_config
+from .mqtt_helpers import ROOT, Collector, free_port, new_prefix, start_daemon, start_private_broker, write_config
 
 
 @pytest.fixture(scope="module")
@@ -120,34 +118,18 @@ def test_trigger_mode_and_malformed_messages(small_model, replay, tmp_path):
     sub.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _broker(port: int, tmp_path) -> subprocess.Popen:
-    conf = tmp_path / "mosq.conf"
-    # `user`: run as root, mosquitto would switch to the `mosquitto` user, could not write the
-    # session store into this root-only folder, and would forget the subscriber's persistent
-    # session on restart: results flushed before the subscriber reconnected were then lost at
-    # the broker (the "loss under load" this test used to show)
-    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                    f"persistence_location {tmp_path}/\nlog_dest file {tmp_path}/mosquitto.log\nlog_type all\n"
-                    "log_timestamp_format %H:%M:%S\n")
-    b = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return b
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("private mosquitto did not start")
+    # persistence in the test's folder (mosquitto runs as this user, see start_private_broker):
+    # otherwise it would forget the subscriber's persistent session on restart, and results
+    # flushed before the subscriber reconnected were then lost at the broker (the "loss under
+    # load" this test used to show)
+    return start_private_broker(port, tmp_path, f"persistence true\npersistence_location {tmp_path}/\n"
+                                f"log_dest file {tmp_path}/mosquitto.log\nlog_type all\n"
+                                "log_timestamp_format %H:%M:%S\n")
 
 
 def test_broker_restart_loses_no_result(small_model, replay, tmp_path):
-    port = _free_port()
+    port = free_port()
     broker = _broker(port, tmp_path)
     prefix = new_prefix()
     sub = Collector(prefix, port=port, client_id=f"{prefix}-sub", clean=False)  # a persistent PLC session

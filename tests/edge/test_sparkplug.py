@@ -6,10 +6,8 @@ Every Sparkplug message is decoded by tests/edge/sparkplug_host.py (an independe
 
 from __future__ import annotations
 
-import getpass
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.preprocess import list_images
 
 from .mjpeg_camera import MjpegCamera
-from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
+from .mqtt_helpers import Collector, free_port, new_prefix, start_daemon, start_private_broker, write_config
 from .sparkplug_host import DataType, Host, command, metrics
 
 pytest.importorskip("pysparkplug")
@@ -34,12 +32,6 @@ def replay(bottle, tmp_path_factory):
     for i, p in enumerate(paths):
         shutil.copy(p, d / f"{i:02d}.png")
     return d
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port: int) -> dict:
@@ -62,7 +54,7 @@ def _verdicts(host: Host, device: str) -> list:
 
 
 def test_births_data_types_seq_commands_metrics_and_clean_stop(small_model, replay, tmp_path):
-    prefix, port = new_prefix(), _free_port()
+    prefix, port = new_prefix(), free_port()
     host, sub = Host(prefix, "station1"), Collector(prefix)
     cams = [{"name": "cam1", "source": str(replay), "model": str(small_model), "fps": 10},
             {"name": "trig", "source": str(replay), "model": str(small_model), "trigger": "mqtt", "loop": True}]
@@ -201,21 +193,11 @@ def test_camera_lost_gives_ddeath_then_dbirth(small_model, bottle, tmp_path):
 
 def _broker(port: int, tmp_path) -> subprocess.Popen:
     """A private Mosquitto without persistence: after a restart it holds no retained STATE."""
-    conf = tmp_path / "mosq.conf"
-    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n")
-    b = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return b
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("private mosquitto did not start")
+    return start_private_broker(port, tmp_path)
 
 
 def test_broker_restart_rebirths_with_next_bdseq_then_history(small_model, replay, tmp_path):
-    port = _free_port()
+    port = free_port()
     broker = _broker(port, tmp_path)
     prefix = new_prefix()
     host_id = f"scada-{prefix}"
