@@ -411,6 +411,7 @@ class Recalibrator:
             args += ["--weights", bb["weights_path"]]
         if old.get("files", {}).get(ONNX):  # the graph cache must give the graph this model was verified with
             args += ["--expect-onnx-sha256", old["files"][ONNX]]
+        args += self._threshold_args(cmd, old)
         n = str(self.cfg.threads)
         env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "NUMBA_NUM_THREADS": n,
                "PATCHCORE_THREADS": n}
@@ -449,6 +450,24 @@ class Recalibrator:
             last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or [f"exit code {rc}"]
             raise RecalibrationFailed(f"calibration failed: {last[0]}")
         return Path(result["version_dir"])
+
+    def _threshold_args(self, cmd: Command, old: dict) -> list[str]:
+        """The operator's threshold rule carries over (a station set to a 5% target stays at 5%), and
+        known-bad images go to the build: it places the threshold so that they all fail when the
+        tail model allows it within max_false_reject (the same budget validation applies), else it
+        fails saying why. `--opt=value` so that a folder name starting with '-' stays a value."""
+        fit = old.get("threshold_fit") or {}
+        args = []
+        if fit.get("rule") in ("target", "max3sigma"):
+            args.append(f"--threshold-rule={fit['rule']}")
+        target = fit.get("target_false_reject")
+        if fit.get("rule") == "target" and isinstance(target, (int, float)) and 0 < target < 0.5:
+            args.append(f"--target-false-reject={target!r}")
+        if cmd.bad_images is not None:
+            args.append(f"--bad-images={Path(cmd.bad_images).resolve()}")
+            if 0 < self.cfg.max_false_reject < 0.5:  # calibrate's accepted range; 0 = report only, validation decides
+                args += ["--reject-all-bad", f"--max-false-reject={self.cfg.max_false_reject!r}"]
+        return args
 
     def _follow(self, cmd: Command, child: subprocess.Popen) -> dict | None:
         """Relay the child's JSON progress lines as `building` status; its final result line."""
