@@ -32,13 +32,12 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from calibrate.build import CalibrationConfig  # noqa: E402
 from calibrate.evaluate import METRICS, evaluate_category, find_categories  # noqa: E402
+from calibrate.settings import CalibrationSettings  # noqa: E402
 from edge.extract import extract_features  # noqa: E402
 from edge.graph_cache import extractor_onnx  # noqa: E402
 from edge.inspector import Inspector  # noqa: E402
@@ -143,16 +142,16 @@ def interleaved_latency(model_dirs: dict[str, Path], frames: list[Path], rounds:
 
 def run_candidate(name: str, c: dict, cats: list[Path], cache: FeatureCache, frames: int,
                   keep: Path | None = None) -> dict:
-    base = CalibrationConfig(images=Path("."), output=Path("."), backbone=c["backbone"], input_size=c["input_size"],
-                             coreset_ratio=c["coreset_ratio"], strides=tuple(c["strides"]), min_bank=c["min_bank"],
-                             normalization=c["normalization"], feature_dim=c.get("feature_dim"))
+    base = CalibrationSettings(images=Path("."), output=Path("."), backbone=c["backbone"], input_size=c["input_size"],
+                               coreset_ratio=c["coreset_ratio"], layers=c["strides"], min_bank=c["min_bank"],
+                               normalization=c["normalization"], feature_dim=c.get("feature_dim"))
     extractor_onnx(c["backbone"], None, c["input_size"], c.get("feature_dim"), tuple(c["strides"]))  # warm the cache
     out = {"settings": c, "categories": {}}
     with tempfile.TemporaryDirectory(prefix="pc-acc-") as tmp:
         for cat in cats:
             cache.use(graph_key(c), cat.name)
             t = time.perf_counter()
-            r = evaluate_category(cat, replace(base), Path(tmp), None, extract=cache)
+            r = evaluate_category(cat, base, Path(tmp), None, extract=cache)
             r["wall_s"] = time.perf_counter() - t
             r["coreset_size"] = int(load_model(Path(tmp) / cat.name).bank.shape[0])
             out["categories"][cat.name] = {k: v for k, v in r.items() if k != "model_version_dir"}

@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from calibrate.build import CalibrationConfig, calibrate  # noqa: E402
+from calibrate.build import calibrate  # noqa: E402
+from calibrate.settings import CalibrationSettings  # noqa: E402
 from edge.backbone import DEFAULT_BACKBONE, preset  # noqa: E402
 from edge.inspector import Inspector  # noqa: E402
 from edge.modeldir import load_model  # noqa: E402
@@ -30,7 +31,7 @@ from edge.preprocess import list_images, read_image  # noqa: E402
 def calib(data: Path, ratio: float | None, work: Path) -> tuple[float, dict]:
     out = work / f"m{time.perf_counter_ns()}"
     t = time.perf_counter()
-    r = calibrate(CalibrationConfig(images=data / "train/good", output=out, coreset_ratio=ratio),
+    r = calibrate(CalibrationSettings(images=data / "train/good", output=out, coreset_ratio=ratio),
                   progress=lambda *a: None)
     total = time.perf_counter() - t
     return total, r.timings

@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from calibrate.build import CalibrationConfig, calibrate  # noqa: E402
+from calibrate.build import RunOptions, calibrate  # noqa: E402
+from calibrate.settings import CalibrationSettings  # noqa: E402
 from calibrate.evaluate import find_categories, load_test_set  # noqa: E402
 from calibrate.metrics import image_auroc  # noqa: E402
 from calibrate.operating_point import counts, oracle_f1  # noqa: E402
@@ -39,10 +40,10 @@ TARGETS = (0.005, 0.01, 0.02, 0.05)
 
 
 def category(cat: Path, args, work: Path) -> dict:
-    cfg = CalibrationConfig(images=cat / "train" / "good", output=work / cat.name, force=True,
-                            coreset_ratio=args.coreset_ratio, input_size=args.input_size, strides=args.layers)
+    cfg = CalibrationSettings(images=cat / "train" / "good", output=work / cat.name,
+                              coreset_ratio=args.coreset_ratio, input_size=args.input_size, layers=args.layers)
     t = time.perf_counter()
-    r = calibrate(cfg, progress=lambda *a: None)
+    r = calibrate(cfg, progress=lambda *a: None, run=RunOptions(force=True))
     secs = time.perf_counter() - t
     model = load_model(cfg.output)
     geo = model.geometry

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from calibrate.build import CalibrationConfig  # noqa: E402
+from calibrate.settings import CalibrationSettings  # noqa: E402
 from calibrate.evaluate import evaluate_category  # noqa: E402
 from edge.inspector import Inspector  # noqa: E402
 from edge.modeldir import load_model  # noqa: E402
@@ -81,10 +81,10 @@ def main() -> None:
             rows.append((f"{g.cols}x{g.rows}@{g.width}", m, {"model_version_dir": m.path}))
         for layout in [] if a.models else a.tiles.split(","):
             tiles, _, size = layout.partition("@")
-            base = CalibrationConfig(images=a.dataset, output=Path(tmp), input_size=size or a.input_size,
-                                     tiles=tiles, tile_overlap=a.tile_overlap, tile_merge=a.tile_merge,
-                                     image_paths=train, coreset_ratio=a.coreset_ratio)
-            res = evaluate_category(a.dataset, base, work / layout, None)
+            base = CalibrationSettings(images=a.dataset, output=Path(tmp), input_size=size or a.input_size,
+                                       tiles=tiles, tile_overlap=a.tile_overlap, tile_merge=a.tile_merge,
+                                       coreset_ratio=a.coreset_ratio)
+            res = evaluate_category(a.dataset, base, work / layout, None, image_paths=train)
             rows.append((layout, load_model(res["model_version_dir"]), res))
             print(f"{layout}: image AUROC {res['image_auroc']:.4f}", file=sys.stderr)
         lats = latencies([Path(r[2]["model_version_dir"]) for r in rows], frames, a.search)

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from edge.calibration_child import JSON_PROGRESS, NO_ACTIVATE, progress_line, result_line
-from edge.errors import ConfigError
 
-from .build import CalibrationConfig, calibrate
-from .settings import CalibrateSettings, load_settings
+from .build import RunOptions, calibrate
+from .settings import load_settings
 from .threshold import DEFAULT_MAX_FALSE_REJECT, DEFAULT_TARGET, RULES
 
 
@@ -65,35 +64,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = load_settings(args.config) if args.config else CalibrateSettings()
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in CalibrateSettings.model_fields and v is not None}
-    limit = {"rule": args.threshold_rule, "target_false_reject": args.target_false_reject,
-             "reject_all_bad": args.reject_all_bad, "max_false_reject": args.max_false_reject}
-    overrides["threshold"] = {**base.threshold.model_dump(), **{k: v for k, v in limit.items() if v is not None}}
-    try:
-        s = CalibrateSettings.model_validate({**base.model_dump(), **overrides})
-    except Exception as e:
-        err = e.errors()[0]  # type: ignore[attr-defined]
-        raise ConfigError(f"--{str(err['loc'][-1]).replace('_', '-')}: {err['msg']}") from e
-    if s.images is None or s.output is None:
-        raise ConfigError("calibrate needs --images DIR and --output MODEL_DIR (or both in --config)")
-    cfg = CalibrationConfig(images=s.images, output=s.output, backbone=s.backbone,
-                            weights=str(s.weights) if s.weights else None, input_size=s.input_size,
-                            tiles=s.tiles, tile_overlap=s.tile_overlap, tile_merge=s.tile_merge,
-                            coreset_ratio=s.coreset_ratio, strides=s.layers, min_bank=s.min_bank, preset=s.preset,
-                            projection_dim=s.projection_dim,
-                            feature_dim=s.feature_dim, holdout=s.holdout, seed=s.seed, force=args.force,
-                            keep_versions=s.keep_versions, activate=not args.no_activate,
-                            expect_onnx_sha256=args.expect_onnx_sha256,
-                            threshold_rule=s.threshold.rule, target_false_reject=s.threshold.target_false_reject,
-                            bad_images=s.bad_images, reject_all_bad=s.threshold.reject_all_bad,
-                            max_false_reject=s.threshold.max_false_reject)
+    s = load_settings(args.config, **vars(args))
+    opts = RunOptions(force=args.force, activate=not args.no_activate, expect_onnx_sha256=args.expect_onnx_sha256)
     progress = None
     if args.json_progress:
         def progress(stage: str, done: int, total: int) -> None:
             print(progress_line(stage, done, total), flush=True)
-    r = calibrate(cfg, progress)
+    r = calibrate(s, progress, opts)
     if args.json_progress:
         print(result_line(r.version_dir, threshold=r.threshold, estimated_false_reject=r.rule.estimated_false_reject,
                           bad_images=r.bad, coreset_size=r.coreset_size, images=r.n_images, seconds=r.seconds),

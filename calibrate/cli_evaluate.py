@@ -31,15 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .build import CalibrationConfig  # heavy imports only when this command runs
-    from .evaluate import evaluate, results_table
+    from .evaluate import evaluate, results_table  # heavy imports only when this command runs
     from .operating_point import operating_table
+    from .settings import load_settings
 
-    base = CalibrationConfig(images=args.dataset, output=args.dataset, backbone=args.backbone,
-                             weights=str(args.weights) if args.weights else None, input_size=args.input_size,
-                             tiles=args.tiles, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
-                             coreset_ratio=args.coreset_ratio, strides=args.layers, seed=args.seed,
-                             threshold_rule=args.threshold_rule, target_false_reject=args.target_false_reject)
+    base = load_settings(**vars(args), images=args.dataset, output=args.dataset)
     results = evaluate(args.dataset, base, args.output_dir, args.json)
     print(results_table(results))
     print("\n" + operating_table(results))

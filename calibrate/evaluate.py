@@ -15,7 +15,6 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -31,10 +30,11 @@ from edge.modeldir import load_model
 from edge.preprocess import list_images, read_image
 from edge.scoring import score_many
 
-from .build import CalibrationConfig, calibrate
+from .build import RunOptions, calibrate
 from .metrics import aupro, at_threshold, best_f1, image_auroc, pixel_auroc
 from .operating_point import average as op_average
 from .operating_point import operating_point
+from .settings import CalibrationSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,14 @@ def pixel_metrics(masks: np.ndarray, maps: np.ndarray, labels: np.ndarray, known
     return {"pixel_auroc": pixel_auroc(m, a), "pixel_f1": best_f1(m, a), "aupro": aupro(m, a)}, note
 
 
-def evaluate_category(cat: Path, base: CalibrationConfig, work: Path, output_dir: Path | None,
-                      extract=extract_features) -> dict:
-    """Calibrate on train/good, score test/, compute every metric; returns a dict of numbers.
+def evaluate_category(cat: Path, base: CalibrationSettings, work: Path, output_dir: Path | None,
+                      extract=extract_features, image_paths: list[Path] | None = None) -> dict:
+    """Calibrate on train/good (or on `image_paths`), score test/, compute every metric; returns a dict of numbers.
 
     `extract` computes the test features (benchmarks/accuracy.py passes a caching one)."""
     t0 = time.perf_counter()
-    cfg = replace(base, images=cat / "train" / "good", output=work / cat.name, force=True)
-    calib = calibrate(cfg)
+    cfg = base.model_copy(update={"images": cat / "train" / "good", "output": work / cat.name})
+    calib = calibrate(cfg, run=RunOptions(force=True, image_paths=image_paths))
     t_cal = time.perf_counter() - t0
     t1 = time.perf_counter()
     model = load_model(cfg.output)
@@ -203,7 +203,7 @@ def summary_json(results: dict[str, dict]) -> dict:
     return {"categories": results, "average": avg, "operating_point_average": op_average(results)}
 
 
-def evaluate(dataset: Path, base: CalibrationConfig, output_dir: Path | None = None,
+def evaluate(dataset: Path, base: CalibrationSettings, output_dir: Path | None = None,
              json_path: Path | None = None) -> dict[str, dict]:
     """Evaluate every category under `dataset`; writes JSON atomically when asked."""
     cats = find_categories(dataset)

@@ -23,8 +23,11 @@ CHILD_CODE = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from patchcore_edg
 
 NO_ACTIVATE = "--no-activate"
 JSON_PROGRESS = "--json-progress"
-# stage -> (start, span) of the build's percent, as reported on the recalibration status topic
-STAGES = {"features": (0, 40), "coreset": (40, 50), "coreset-holdout": (90, 10)}
+# the build's stages (calibrate/build.py reports them): patch features, the bank's coreset, the
+# cross-scoring folds' coresets; stage -> (start, span) of the build's percent, as reported on
+# the recalibration status topic
+FEATURES, CORESET, HOLDOUT = "features", "coreset", "coreset-holdout"
+STAGES = {FEATURES: (0, 40), CORESET: (40, 50), HOLDOUT: (90, 10)}
 DONE = "done"
 
 

@@ -34,13 +34,14 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_model(bottle, tmp_path_factory) -> Path:
     """A real model calibrated on 16 good bottle images (2% coreset to keep the bank useful)."""
-    from calibrate.build import CalibrationConfig, calibrate
+    from calibrate.build import RunOptions, calibrate
+    from calibrate.settings import CalibrationSettings
     from edge.preprocess import list_images
 
     out = tmp_path_factory.mktemp("model") / "bottle"
     paths = list_images(bottle / "train/good")[:16]
-    calibrate(CalibrationConfig(images=bottle / "train/good", output=out, image_paths=paths,
-                                coreset_ratio=0.02), progress=lambda *a: None)
+    calibrate(CalibrationSettings(images=bottle / "train/good", output=out, coreset_ratio=0.02),
+              progress=lambda *a: None, run=RunOptions(image_paths=paths))
     return out
 
 

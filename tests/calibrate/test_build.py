@@ -1,10 +1,12 @@
+import re
 import shutil
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from calibrate.build import CalibrationConfig, calibrate
-from calibrate.settings import load_settings
+from calibrate.build import RunOptions, calibrate
+from calibrate.settings import CalibrationSettings, load_settings
 from edge.errors import ConfigError, ImageError
 from edge.inspector import Inspector
 from edge.modeldir import list_versions, load_model
@@ -39,7 +41,7 @@ def _images(bottle, tmp_path, n=4):
 
 
 def _cfg(images, out, **kw):
-    return CalibrationConfig(images=images, output=out, coreset_ratio=0.02, **kw)
+    return CalibrationSettings(images=images, output=out, coreset_ratio=0.02, **kw)
 
 
 def test_skips_unreadable_files_and_refuses_existing_output(bottle, tmp_path, caplog):
@@ -50,7 +52,7 @@ def test_skips_unreadable_files_and_refuses_existing_output(bottle, tmp_path, ca
     assert "skipping" in caplog.text
     with pytest.raises(ConfigError, match="--force"):
         calibrate(_cfg(imgs, tmp_path / "m"), progress=lambda *a: None)
-    calibrate(_cfg(imgs, tmp_path / "m", force=True), progress=lambda *a: None)
+    calibrate(_cfg(imgs, tmp_path / "m"), progress=lambda *a: None, run=RunOptions(force=True))
     assert list_versions(tmp_path / "m") == ["v0001", "v0002"]
 
 
@@ -74,10 +76,12 @@ def test_bad_inputs(bottle, tmp_path):
         calibrate(_cfg(junk, tmp_path / "m2"), progress=lambda *a: None)
     assert not (tmp_path / "m2" / "CURRENT").exists()
     for ratio in (0.0, 1.5):
-        with pytest.raises(ConfigError, match="coreset ratio"):
-            calibrate(CalibrationConfig(images=junk, output=tmp_path / "m3", coreset_ratio=ratio))
+        with pytest.raises(ValidationError, match=r"coreset_ratio\n  Input should be (greater|less)"):
+            CalibrationSettings(images=junk, output=tmp_path / "m3", coreset_ratio=ratio)
     with pytest.raises(ConfigError, match="not an empty folder"):
         calibrate(_cfg(junk, junk))
+    with pytest.raises(ConfigError, match="bad images folder .* does not exist"):
+        calibrate(_cfg(junk, tmp_path / "m5", bad_images=tmp_path / "missing"))
     with pytest.raises(Exception, match="unknown backbone"):
         calibrate(_cfg(_images(bottle, tmp_path, 2), tmp_path / "m4", backbone="nonet"))
 
@@ -95,27 +99,46 @@ def test_small_images_are_upscaled_with_a_warning(bottle, tmp_path, caplog):
 
 def test_yaml_settings_reject_unknown_keys(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("images: /x\ncoreset_ratio: 0.05\n")
+    f.write_text("images: /x\noutput: /y\ncoreset_ratio: 0.05\n")
     assert load_settings(f).coreset_ratio == 0.05
     f.write_text("images: /x\ncoreset_ratoi: 0.05\n")
-    with pytest.raises(ConfigError, match="coreset_ratoi"):
-        load_settings(f)
+    with pytest.raises(ConfigError, match=re.escape(f"{f}: coreset_ratoi: Extra inputs are not permitted")):
+        load_settings(f, output="/y")
     f.write_text("coreset_ratio: 2\n")
     with pytest.raises(ConfigError, match="coreset_ratio"):
         load_settings(f)
+    with pytest.raises(ConfigError, match="^--coreset-ratio: "):  # a flag over the file is named as the flag
+        load_settings(f, coreset_ratio=3)
+    assert load_settings(f, images="/x", output="/y", coreset_ratio=0.5).coreset_ratio == 0.5
+    f.write_text("threshold: {target_false_reject: 0.02}\n")
+    s = load_settings(f, images="/x", output="/y", threshold_rule="max3sigma", func=print)  # not a setting: ignored
+    assert (s.threshold.rule, s.threshold.target_false_reject) == ("max3sigma", 0.02)
+    f.write_text("threshold: {target_false_reject: 0.7}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{f}: threshold.target_false_reject: ")):
+        load_settings(f, images="/x", output="/y")
+    with pytest.raises(ConfigError, match="^--max-false-reject: "):
+        load_settings(f, images="/x", output="/y", target_false_reject=0.01, max_false_reject=0.7)
+    with pytest.raises(ConfigError, match="calibrate needs --images DIR and --output MODEL_DIR"):
+        load_settings(f, target_false_reject=0.01)
 
 
 def test_named_preset_fills_the_settings_and_unknown_ones_are_refused(tmp_path):
-    cfg = CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="accurate")
-    cfg.validate()
-    assert (cfg.strides, cfg.input_size, cfg.coreset_ratio, cfg.feature_dim) == ((4, 8, 16), 224, 0.0025, 96)
-    cfg = CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="accurate", coreset_ratio=0.01)
-    cfg.validate()
+    cfg = CalibrationSettings(images=tmp_path, output=tmp_path / "m", preset="accurate")
+    assert (cfg.layers, cfg.input_size, cfg.coreset_ratio, cfg.feature_dim) == ((4, 8, 16), 224, 0.0025, 96)
+    cfg = CalibrationSettings(images=tmp_path, output=tmp_path / "m", preset="accurate", coreset_ratio=0.01)
     assert cfg.coreset_ratio == 0.01  # an explicit option wins
-    cfg = CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="fast")
-    cfg.validate()
-    assert (cfg.strides, cfg.input_size, cfg.coreset_ratio) == ((4, 8), 192, 0.0025)  # the former default
+    cfg = CalibrationSettings(images=tmp_path, output=tmp_path / "m", preset="fast")
+    assert (cfg.layers, cfg.input_size, cfg.coreset_ratio) == ((4, 8), 192, 0.0025)  # the former default
+    # a preset flag over a file without one: the file's values are not filled before the flag is seen
+    f = tmp_path / "c.yaml"
+    f.write_text(f"images: {tmp_path}\noutput: {tmp_path / 'm'}\n")
+    assert load_settings(f, preset="accurate").coreset_ratio == 0.0025
+    assert load_settings(f).coreset_ratio == 0.001 and load_settings(f).min_bank == 1000  # Lite0's default
     with pytest.raises(ConfigError, match="unknown preset 'fastest'.*accurate"):
-        CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="fastest").validate()
+        CalibrationSettings(images=tmp_path, output=tmp_path / "m", preset="fastest")
     with pytest.raises(ConfigError, match="is for backbone 'efficientnet_lite0'"):
-        CalibrationConfig(images=tmp_path, output=tmp_path / "m", preset="accurate", backbone="resnet18").validate()
+        CalibrationSettings(images=tmp_path, output=tmp_path / "m", preset="accurate", backbone="resnet18")
+    with pytest.raises(ConfigError, match="normalization must be 'backbone' or one of"):
+        CalibrationSettings(images=tmp_path, output=tmp_path / "m", normalization="sRGB")
+    with pytest.raises(ConfigError, match="reject-all-bad needs --bad-images"):
+        CalibrationSettings(images=tmp_path, output=tmp_path / "m", threshold={"reject_all_bad": True})

@@ -4,7 +4,7 @@ import shutil
 import cv2
 import pytest
 
-from calibrate.build import CalibrationConfig
+from calibrate.settings import CalibrationSettings
 from calibrate.evaluate import evaluate, find_categories, results_table
 from edge.errors import ImageError
 from edge.preprocess import list_images
@@ -28,7 +28,7 @@ def mini_bottle(bottle, tmp_path_factory):
 
 
 def test_evaluate_end_to_end_on_real_subset(mini_bottle, tmp_path):
-    base = CalibrationConfig(images=mini_bottle, output=mini_bottle, coreset_ratio=0.05)
+    base = CalibrationSettings(images=mini_bottle, output=mini_bottle, coreset_ratio=0.05)
     res = evaluate(mini_bottle.parent, base, tmp_path / "out", tmp_path / "r.json")["bottle"]
     assert res["image_auroc"] >= 0.9 and 0.8 <= res["pixel_auroc"] <= 1.0
     assert 0.2 <= res["pixel_f1"] <= 1.0 and 0.5 <= res["aupro"] <= 1.0
@@ -65,7 +65,7 @@ def test_label_only_and_partly_masked_categories_give_image_metrics_and_null_pix
         _copy(bottle / "test/broken_large", root / cat / "test/broken_large", 3)
         _copy(bottle / "test/contamination", root / cat / "test/contamination", 3)
     _copy(bottle / "ground_truth/broken_large", root / "partly_masked/ground_truth/broken_large", 3)
-    base = CalibrationConfig(images=root, output=root, coreset_ratio=0.05)
+    base = CalibrationSettings(images=root, output=root, coreset_ratio=0.05)
     res = evaluate(root, base, json_path=tmp_path / "r.json")
     lo, pm = res["labels_only"], res["partly_masked"]
     assert lo["image_auroc"] >= 0.8 and lo["n_defective"] == 6 and "f1" in lo["at_threshold"]

@@ -1,6 +1,7 @@
 """Feature stages as an option (--layers / YAML `layers`) and the bank-size floor, on real bottle images."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,11 +49,11 @@ def test_bad_layers_are_one_line_errors(tmp_path):
 
 def test_layers_in_yaml(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("layers: [8, 16]\n")
-    assert load_settings(f).layers == [8, 16]
-    f.write_text("layers: '4,8,16'\n")
-    assert load_settings(f).layers == "4,8,16"
+    f.write_text(f"images: {tmp_path}\noutput: {tmp_path / 'm'}\nlayers: [8, 16]\n")
+    assert load_settings(f).layers == (8, 16)
+    f.write_text(f"images: {tmp_path}\noutput: {tmp_path / 'm'}\nlayers: '4,8,16'\n")
+    assert load_settings(f).layers == (4, 8, 16)
     for bad in ("'16,8'", "'3,5'", "[]"):
         f.write_text(f"layers: {bad}\n")
-        with pytest.raises(ConfigError, match="layers"):
+        with pytest.raises(ConfigError, match=re.escape(f"{f}: layers: ") + ".*strides"):
             load_settings(f)

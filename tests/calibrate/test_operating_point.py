@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from calibrate.build import CalibrationConfig
+from calibrate.settings import CalibrationSettings
 from calibrate.evaluate import evaluate
 from calibrate.operating_point import counts, operating_table, oracle_f1
 from edge.modeldir import load_model
@@ -34,7 +34,7 @@ def mini(bottle, tmp_path_factory):
 
 
 def test_evaluate_reports_the_operating_point_on_a_real_subset(mini, tmp_path):
-    base = CalibrationConfig(images=mini, output=mini, coreset_ratio=0.05)
+    base = CalibrationSettings(images=mini, output=mini, coreset_ratio=0.05)
     res = evaluate(mini.parent, base, tmp_path / "out", tmp_path / "r.json")["bottle"]
     op = res["operating_point"]
     assert list(op) == ["model", "target_0.01", "target_0.05", "oracle_f1"]

@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from calibrate.build import CalibrationConfig, calibrate
+from calibrate.build import RunOptions, calibrate
+from calibrate.settings import CalibrationSettings
 from edge.geometry import Geometry
 from edge.heatmap import overlay
 from edge.inspector import Inspector
@@ -34,7 +35,7 @@ def strip_model(bottle, tmp_path_factory):
     for p in list_images(bottle / "train/good")[:16]:
         cv2.imwrite(str(d / f"{p.stem}.png"), _strip(p))
     out = tmp_path_factory.mktemp("strip_model") / "m"
-    calibrate(CalibrationConfig(images=d, output=out, input_size="short:64", coreset_ratio=0.02),
+    calibrate(CalibrationSettings(images=d, output=out, input_size="short:64", coreset_ratio=0.02),
               progress=lambda *a: None)
     return out
 
@@ -43,9 +44,9 @@ def strip_model(bottle, tmp_path_factory):
 def tiled_model(bottle, tmp_path_factory):
     """16 good bottle images, 2 x 2 tiles of a 96 x 64 input (not square either), 10% overlap."""
     out = tmp_path_factory.mktemp("tiled_model") / "m"
-    calibrate(CalibrationConfig(images=bottle / "train/good", output=out, input_size="96x64", tiles="2x2",
-                                tile_overlap=0.1, coreset_ratio=0.02,
-                                image_paths=list_images(bottle / "train/good")[:16]), progress=lambda *a: None)
+    calibrate(CalibrationSettings(images=bottle / "train/good", output=out, input_size="96x64", tiles="2x2",
+                                  tile_overlap=0.1, coreset_ratio=0.02), progress=lambda *a: None,
+              run=RunOptions(image_paths=list_images(bottle / "train/good")[:16]))
     return out
 
 
@@ -128,17 +129,13 @@ def test_tiled_non_square_model_round_trip_through_the_daemon(tiled_model, bottl
 def test_recalibration_arguments_reproduce_the_geometry(tiled_model, bottle):
     """The daemon recalibrates with Geometry.cli_args(); the calibrate CLI must read them back."""
     from calibrate import cli as calibrate_cli
-    from calibrate.settings import CalibrateSettings
+    from calibrate.settings import load_settings
 
     g = load_model(tiled_model).geometry
     parser = argparse.ArgumentParser()
     calibrate_cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["calibrate", *g.cli_args()])
-    s = CalibrateSettings.model_validate({k: v for k, v in vars(args).items()
-                                         if k in CalibrateSettings.model_fields and v is not None})
-    cfg = CalibrationConfig(images=bottle, output=bottle, input_size=s.input_size, tiles=s.tiles,
-                            tile_overlap=s.tile_overlap, tile_merge=s.tile_merge)
-    assert cfg.geometry([]) == g
+    args = parser.parse_args(["calibrate", "--images", str(bottle), "--output", str(bottle), *g.cli_args()])
+    assert load_settings(args.config, **vars(args)).geometry([]) == g
 
 
 def test_yaml_accepts_every_input_size_form(tmp_path):
@@ -148,9 +145,9 @@ def test_yaml_accepts_every_input_size_form(tmp_path):
     for value, tiles in (("256x192", None), ("short:224", "3x2"), (224, None)):
         f = tmp_path / "c.yaml"
         f.write_text(json.dumps({"input_size": value, **({"tiles": tiles} if tiles else {})}))
-        s = load_settings(f)
+        s = load_settings(f, images=tmp_path, output=tmp_path / "m")
         assert s.input_size == value and s.tiles == tiles
     f.write_text(json.dumps({"input_size": "250x192"}))
     with pytest.raises(ConfigError, match="input_size.*multiple of 16"):
-        load_settings(f)
+        load_settings(f, images=tmp_path, output=tmp_path / "m")
     assert Geometry.from_manifest({"input_size": 224}).cli_args() == ["--input-size", "224"]

@@ -278,7 +278,8 @@ def test_item9_a_version_symlinked_out_of_the_directory_is_refused(small_model, 
 
 # -- item 10: the graph cache is checked -----------------------------------------------------------
 def test_item10_graph_cache_is_checked_against_the_recorded_hash(small_model, bottle, tmp_path, monkeypatch):
-    from calibrate.build import CalibrationConfig, calibrate
+    from calibrate.build import RunOptions, calibrate
+    from calibrate.settings import CalibrationSettings
 
     want = load_model(small_model).manifest["files"][ONNX]
     cache = tmp_path / "cache"
@@ -288,8 +289,8 @@ def test_item10_graph_cache_is_checked_against_the_recorded_hash(small_model, bo
     paths = sorted((bottle / "train/good").glob("*.png"))[:4]
 
     def graph_of_a_new_model(out, **kw) -> str:
-        r = calibrate(CalibrationConfig(images=bottle / "train/good", output=tmp_path / out, image_paths=paths,
-                                        coreset_ratio=0.02, **kw), progress=lambda *a: None)
+        r = calibrate(CalibrationSettings(images=bottle / "train/good", output=tmp_path / out, coreset_ratio=0.02),
+                      progress=lambda *a: None, run=RunOptions(image_paths=paths, **kw))
         return load_model(r.version_dir).manifest["files"][ONNX]
 
     # a damaged entry (its recorded hash not updated) is rebuilt, even without an expected hash
