@@ -23,6 +23,7 @@ import numpy as np
 from .errors import ImageError, PatchcoreError
 from .image_size import check_size
 from .preprocess import IMAGE_EXTENSIONS, list_images, read_image, to_bgr8
+from .threadprio import CAPTURE_NICE, lower_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class Capture(threading.Thread):
         self.status = "starting"
         self.error: str | None = None
         self._halt = threading.Event()
+        self.nice = CAPTURE_NICE
 
     def stop(self) -> None:
         self._halt.set()
@@ -199,6 +201,7 @@ class Capture(threading.Thread):
             self.cond.notify_all()
 
     def run(self) -> None:
+        lower_this_thread(self.nice)  # decode in the gaps between frames, not during one
         backoff = 0.5
         while not self._halt.is_set():
             try:
