@@ -29,7 +29,7 @@ class WebConfig(BaseModel):
     token_file: Path | None = Field(None, description="file holding the access token (first line); without it "
                                     "the page is open to anyone who can reach host:port")
     live_fps: float = Field(4.0, gt=0, le=30, description="most live frames/s sent to one viewer")
-    live_max_side: int = Field(800, ge=64, le=4096, description="longest side of the live image, px")
+    live_max_side: int = Field(640, ge=64, le=4096, description="longest side of the live image, px")
     jpeg_quality: int = Field(75, ge=10, le=100, description="JPEG quality of page images")
     failures: int = Field(12, ge=1, le=200, description="recent failures kept per camera (each holds its frame "
                           "in memory until shown)")

@@ -1,27 +1,53 @@
 """The images of the page: the full frame with the ROI drawn (heatmap blended into the ROI on
-request) and failure pictures. Run on web threads only, never on a camera thread."""
+request) and failure pictures. Run on web threads only, never on a camera thread.
+
+Cheap by construction, since every millisecond here is taken from inspection on a small CPU:
+the frame is shrunk first (exact halvings, then one bilinear step) and the anomaly map is
+coloured and blended at the small size only; OpenCV releases the GIL in all of it."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from ..heatmap import encode_jpeg, overlay
+from ..heatmap import encode_jpeg
+
+# COLORMAP_JET as a 256-entry table, built once: cv2.applyColorMap(img, COLORMAP_JET) rebuilds
+# it on every call (~0.2 ms, more than colouring a thumbnail); the output is identical.
+JET = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), cv2.COLORMAP_JET)
 
 PASS_BGR, FAIL_BGR = (80, 200, 60), (40, 40, 230)
-THUMB_SIDE, LARGE_SIDE = 200, 800
+THUMB_SIDE, LARGE_SIDE = 160, 800
 
 
 def downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """A copy no larger than max_side (halving cheaply first) and the scale applied."""
+    """A copy no larger than max_side and the scale applied. Exact 2x box halvings (OpenCV's
+    fast INTER_AREA path; an odd last row/column is dropped) while the image is still twice
+    too large, then one bilinear step (a factor between 1 and 2, where bilinear is close to
+    area averaging): 900 -> 640 px costs ~0.5 ms of CPU here against ~3.5 ms for INTER_AREA
+    at a non-integer factor, 900 -> 160 px ~0.2 ms against ~1.5 ms."""
     h, w = img.shape[:2]
     if max(h, w) <= max_side:
         return img.copy(), 1.0
     out = img
-    while max(out.shape[:2]) >= 2 * max_side:
-        out = cv2.pyrDown(out)
+    while max(out.shape[:2]) >= 2 * max_side and min(out.shape[:2]) >= 2:
+        oh, ow = out.shape[0] // 2, out.shape[1] // 2
+        out = cv2.resize(out[:2 * oh, :2 * ow], (ow, oh), interpolation=cv2.INTER_AREA)
     s = max_side / max(h, w)
-    return cv2.resize(out, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    if (out.shape[1], out.shape[0]) == size:
+        return (out if out is not img else out.copy()), s
+    return cv2.resize(out, size, interpolation=cv2.INTER_LINEAR), s
+
+
+def overlay(bgr: np.ndarray, amap: np.ndarray, threshold: float, alpha: float = 0.5) -> np.ndarray:
+    """edge.heatmap.overlay (the MQTT heatmap's absolute colours: 0 blue, the threshold the middle
+    of the scale, 2x threshold and above red) of an image already at its final size, with the
+    colour table built once; a test checks that both give the same pixels."""
+    h, w = bgr.shape[:2]
+    level = np.clip(amap / (2.0 * threshold) * 255.0, 0, 255).astype(np.uint8)
+    level = cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(bgr, 1.0 - alpha, cv2.applyColorMap(level, JET), alpha, 0.0)
 
 
 def roi_box(roi, shape, scale: float) -> tuple[int, int, int, int]:
@@ -58,5 +84,5 @@ def failure_jpeg(f, size: str, quality: int) -> bytes:
     if f.roi:
         x, y, w, h = f.roi
         frame = frame[y:y + h, x:x + w]
-    side = THUMB_SIDE if size == "thumb" else LARGE_SIDE
-    return encode_jpeg(overlay(frame, f.anomaly_map, f.result["threshold"], max_side=side), quality)
+    small, _ = downscale(frame, THUMB_SIDE if size == "thumb" else LARGE_SIDE)  # shrink first, colour the small one
+    return encode_jpeg(overlay(small, f.anomaly_map, f.result["threshold"]), quality)

@@ -196,7 +196,7 @@ def test_api_snapshot_heatmap_history_failures_versions(station):
     assert a.headers["Content-Type"] == "image/jpeg"
     assert a.headers["X-Verdict"] == _expected(int(a.headers["X-Frame-Id"]))
     ia, ib = (cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in (ja, jb))
-    assert ia.shape == ib.shape == (800, 800, 3)  # live_max_side
+    assert ia.shape == ib.shape == (640, 640, 3)  # live_max_side (default)
     assert np.abs(ia.astype(int) - ib.astype(int)).mean() > 10
     end = time.monotonic() + 60  # one whole loop of the replay (3 good, 3 broken)
     while len((hist := _get(f"{base}/history", TOKEN)[1])["points"]) < 7 and time.monotonic() < end:
@@ -206,7 +206,7 @@ def test_api_snapshot_heatmap_history_failures_versions(station):
     fails = _get(f"{base}/failures", TOKEN)[1]["failures"]
     assert fails and all(_expected(f["frame_id"]) == "fail" and f["normalised_score"] > 1 for f in fails)
     thumb = _get(f"{station['base']}{fails[0]['thumb']}", TOKEN, raw=True)[1]
-    assert max(cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_COLOR).shape[:2]) == 200
+    assert max(cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_COLOR).shape[:2]) == 160
     large = _get(f"{station['base']}{fails[0]['image']}", TOKEN, raw=True)[1]  # made when first opened
     assert max(cv2.imdecode(np.frombuffer(large, np.uint8), cv2.IMREAD_COLOR).shape[:2]) == 800
     # MJPEG for an HMI: parts are whole JPEGs of successive frames
@@ -221,7 +221,7 @@ def test_api_snapshot_heatmap_history_failures_versions(station):
                 parts.append(buf[start:end + 2])
                 buf = buf[end + 2:]
     frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in parts]
-    assert all(f is not None and f.shape == (800, 800, 3) for f in frames)
+    assert all(f is not None and f.shape == (640, 640, 3) for f in frames)
     assert np.abs(frames[0].astype(int) - frames[1].astype(int)).mean() > 1
     versions = _get(f"{base}/versions", TOKEN)[1]
     assert versions["active"] == "v0001" and versions["versions"][0]["active"]

@@ -53,8 +53,19 @@ function liveLoop(camera, img, badge, score, heatmapBox, fps) {
   tick();
 }
 
+// Rows are rebuilt only when the keys change; otherwise only the cells whose text changed are
+// touched, so a refresh each second costs the browser no new layout for unchanged values.
 function kvRows(table, rows) {
-  table.replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v ?? "–"))));
+  const keys = rows.map(([k]) => k).join("\n");
+  if (table.dataset.keys !== keys) {
+    table.replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v ?? "–"))));
+    table.dataset.keys = keys;
+    return;
+  }
+  rows.forEach(([, v], i) => {
+    const td = table.rows[i].cells[1], text = String(v ?? "–");
+    if (td.textContent !== text) td.textContent = text;
+  });
 }
 
 function brokerPill(b) {
@@ -120,9 +131,11 @@ function stationPage() {
 function drawChart(canvas, points) {
   const dpr = window.devicePixelRatio || 1;
   const W = canvas.clientWidth, H = canvas.clientHeight;
-  canvas.width = W * dpr; canvas.height = H * dpr;
+  if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(H * dpr)) {
+    canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);  // reallocates: only on resize
+  }
   const g = canvas.getContext("2d");
-  g.scale(dpr, dpr);
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, W, H);
   const L = 40, R = 10, T = 10, B = 22;
   const now = Date.now() / 1000;
@@ -146,9 +159,11 @@ function drawChart(canvas, points) {
   g.strokeStyle = "#64748b"; g.lineWidth = 1; g.beginPath();
   points.forEach((p, i) => (i ? g.lineTo(x(p[0]), y(p[1])) : g.moveTo(x(p[0]), y(p[1]))));
   g.stroke();
-  for (const p of points) {
-    g.fillStyle = p[2] ? "#d9342b" : "#2e9e44";
-    g.fillRect(x(p[0]) - 1.5, y(p[1]) - 1.5, 3, 3);
+  for (const failed of [false, true]) {  // one path per colour, not a fill per point
+    g.fillStyle = failed ? "#d9342b" : "#2e9e44";
+    g.beginPath();
+    for (const p of points) if (!!p[2] === failed) g.rect(x(p[0]) - 1.5, y(p[1]) - 1.5, 3, 3);
+    g.fill();
   }
   canvas.dataset.points = points.length;
 }

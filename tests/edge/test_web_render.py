@@ -1,0 +1,57 @@
+"""The station page's images (edge/web/render.py): sizes, and the same colours as the MQTT heatmap."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import heatmap
+from edge.web import render
+from edge.web.state import Failure, Latest
+
+BOTTLE = Path(__file__).resolve().parents[3] / "shared/data/mvtec/bottle/test/broken_large/000.png"
+
+
+@pytest.mark.parametrize("shape", [(160, 160), (640, 480), (33, 77), (1, 5)])
+def test_overlay_gives_the_mqtt_heatmaps_pixels(shape):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    amap = (rng.random((224, 224)) * 40).astype(np.float32)  # below 0 .. far above 2x threshold
+    assert np.array_equal(render.overlay(img, amap, 15.0), heatmap.overlay(img, amap, 15.0))
+
+
+@pytest.mark.parametrize("shape,side,want", [
+    ((900, 900), 640, (640, 640)), ((900, 900), 160, (160, 160)), ((900, 900), 450, (450, 450)),
+    ((901, 677), 160, (160, 120)), ((677, 901), 200, (150, 200)), ((1080, 1920), 640, (360, 640)),
+    ((3, 2000), 64, (1, 64)), ((100, 80), 640, (100, 80)),
+])
+def test_downscale_sizes(shape, side, want):
+    img = np.zeros((*shape, 3), np.uint8)
+    out, s = render.downscale(img, side)
+    assert out.shape[:2] == want and out.flags.c_contiguous and out is not img
+    assert s == pytest.approx(min(1.0, side / max(shape)))
+
+
+def test_downscale_keeps_the_picture():
+    """Exact halvings + one bilinear step stay close to a full-frame INTER_AREA resize."""
+    frame = cv2.imread(str(BOTTLE)) if BOTTLE.exists() else np.random.default_rng(1).integers(
+        0, 256, (900, 900, 3), dtype=np.uint8)
+    for side in (640, 160):
+        out, _ = render.downscale(frame, side)
+        ref = cv2.resize(frame, out.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(out.astype(int) - ref.astype(int)).mean() < 4
+
+
+def test_live_and_failure_jpegs():
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    amap = (rng.random((224, 224)) * 30).astype(np.float32)
+    latest = Latest(1, frame, (100, 50, 600, 700), {"threshold": 15.0, "verdict": "fail"}, amap)
+    for hm in (False, True):
+        img = cv2.imdecode(np.frombuffer(render.live_jpeg(latest, hm, 640, 75), np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (640, 640, 3)
+    f = Failure(1, {"threshold": 15.0}, frame, (100, 50, 600, 700), amap)
+    for size, side in (("thumb", render.THUMB_SIDE), ("large", render.LARGE_SIDE)):
+        img = cv2.imdecode(np.frombuffer(render.failure_jpeg(f, size, 75), np.uint8), cv2.IMREAD_COLOR)
+        assert max(img.shape[:2]) == min(side, 700) and img.shape[1] / img.shape[0] == pytest.approx(6 / 7, abs=0.01)
