@@ -11,7 +11,13 @@ subscriber), in alternating rounds (so machine noise hits all alike) with the pa
   viewer costs the daemon itself;
 - browser: on, with one headless Chromium (Debian's chromium + chromedriver) showing the
   camera page. The browser runs on this machine too, so on a small CPU its rendering
-  competes with inspection; a browser on an operator's PC (the usual case) does not.
+  competes with inspection; a browser on an operator's PC (the usual case) does not. Its
+  processes' CPU (chromedriver's tree) is the last column.
+
+The CPU column counts the page's server threads (the figure that survives a noisy machine).
+OpenCV's worker pool is not in it: the page's resizes used to hand ~1 ms per live frame to
+that pool (uncounted), the current ones do not use it. A whole-process figure is no help:
+ONNX Runtime's spinning threads make it swing by hundreds of ms/s on a shared machine.
 
 Page load: the camera page opened afresh `--loads` times with the daemon running: navigation
 timing (HTML received, DOMContentLoaded, load event) and the first live frame decoded.
@@ -109,6 +115,29 @@ def web_cpu_s() -> float:
     return total
 
 
+def tree_cpu_s(root: int) -> dict[int, float]:
+    """CPU seconds used so far by each living process in the tree under pid `root` (chromedriver
+    and the Chromium it started): what a browser on the daemon's own cores takes."""
+    tick, parent = os.sysconf("SC_CLK_TCK"), {}
+    cpu = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(d.name)] = int(f[1])
+            cpu[int(d.name)] = (int(f[11]) + int(f[12])) / tick
+
+    def under(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+    return {p: c for p, c in cpu.items() if under(p)}
+
+
 FIRST_FRAME = """const done = arguments[arguments.length - 1];
 const img = document.getElementById('live');
 (function poll() { if (img.naturalWidth > 0) done(performance.now()); else setTimeout(poll, 5); })();"""
@@ -159,10 +188,13 @@ def run(model: Path, source: Path, seconds: float, web: str, loads: int = 0) -> 
         elif web == "http":
             watcher = HttpWatcher(f"http://127.0.0.1:{port}")
             watcher.start()
+        driver = watcher.service.process.pid if web == "browser" else None
+        b0 = tree_cpu_s(driver) if driver else {}
         n0, cpu0 = len(sub.latencies), web_cpu_s()
         time.sleep(seconds)
         lat = list(sub.latencies)[n0:]
         cpu = (web_cpu_s() - cpu0) / seconds
+        browser_cpu = sum(c - b0.get(p, 0.0) for p, c in tree_cpu_s(driver).items()) / seconds if driver else None
     finally:
         if isinstance(watcher, HttpWatcher):
             watcher.halt.set()
@@ -173,7 +205,7 @@ def run(model: Path, source: Path, seconds: float, web: str, loads: int = 0) -> 
         t.join()
         sub.close()
         shutil.rmtree(state, ignore_errors=True)
-    return {"latency": lat, "load": load, "web_cpu": cpu}
+    return {"latency": lat, "load": load, "web_cpu": cpu, "browser_cpu": browser_cpu}
 
 
 def main() -> None:
@@ -189,22 +221,27 @@ def main() -> None:
     modes = a.modes.split(",")
     rows = {m: [] for m in modes}
     cpu = {m: [] for m in modes}
+    bcpu = {m: [] for m in modes}
     load = {}
     for i in range(a.rounds):
         for m in modes:
             r = run(a.model, a.source, a.seconds, m, loads=a.loads if m == "browser" and i == 0 else 0)
             rows[m].append(r["latency"])
             cpu[m].append(r["web_cpu"])
+            if r["browser_cpu"] is not None:
+                bcpu[m].append(r["browser_cpu"])
             load = load or r["load"]
     names = {"off": "off", "http": "on, one viewer's requests (no browser)", "browser": "on, one Chromium watching"}
     print(f"\nOne camera, 20 frames/s, heatmap JPEG every frame; {a.rounds} alternating rounds of {a.seconds:.0f} s\n")
-    print("| page | results | p50 ms | p99 ms | p50 per round | page threads' CPU ms per s |")
-    print("|---|---|---|---|---|---|")
+    print("| page | results | p50 ms | p99 ms | p50 per round | page threads' CPU ms per s (per round) "
+          "| browser CPU ms per s |")
+    print("|---|---|---|---|---|---|---|")
     for m in modes:
         lat = np.concatenate([np.array(x) for x in rows[m]])
         per = ", ".join(f"{np.percentile(x, 50):.1f}" for x in rows[m])
         print(f"| {names[m]} | {len(lat)} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 99):.1f} | {per} | "
-              f"{np.median(cpu[m]) * 1e3:.1f} |")
+              f"{np.median(cpu[m]) * 1e3:.1f} ({', '.join(f'{c * 1e3:.1f}' for c in cpu[m])}) | "
+              f"{f'{np.median(bcpu[m]) * 1e3:.0f}' if bcpu[m] else '–'} |")
     if load:
         print(f"\nCamera page load on localhost (median of {a.loads}, ms from navigation start)\n")
         print("| " + " | ".join(load) + " |")
