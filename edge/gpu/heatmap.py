@@ -1,6 +1,7 @@
 """edge/heatmap.py's overlay in torch, on the device that holds the frame; JPEG by nvJPEG on CUDA.
 
-Same picture: the frame shrunk to max_side (pyrDown while >= 2x, then INTER_AREA), the map
+Same picture: the frame shrunk to max_side (exact 2x box halvings while >= 2x too large, then
+one bilinear step, as edge.heatmap.downscale), the map
 scaled so the threshold is mid-scale (0 blue, 2x threshold and above red), truncated to uint8,
 resized linearly to the picture, JET colour map (OpenCV's own table), blended 50/50.
 JPEG: torchvision.io.encode_jpeg on a CUDA tensor (nvJPEG) when torchvision offers it there,
@@ -33,11 +34,15 @@ def overlay(frame: torch.Tensor, amap: torch.Tensor, threshold: float, max_side:
             alpha: float = 0.5) -> torch.Tensor:
     """(3, H, W) BGR 0..255 float frame, (h, w) anomaly map -> (3, h', w') BGR uint8 picture."""
     img = frame[None]
-    if max_side and max(img.shape[-2:]) > max_side:
-        while max(img.shape[-2:]) >= 2 * max_side:
-            img = pp.pyr_down(img)
-        s = max_side / max(img.shape[-2:])
-        img = pp.resize_area(img, (round(img.shape[-1] * s), round(img.shape[-2] * s)))
+    h0, w0 = img.shape[-2:]
+    if max_side and max(h0, w0) > max_side:
+        while max(img.shape[-2:]) >= 2 * max_side and min(img.shape[-2:]) >= 2:
+            oh, ow = img.shape[-2] // 2, img.shape[-1] // 2
+            img = torch.floor(F.avg_pool2d(img[..., :2 * oh, :2 * ow], 2) + 0.5)  # OpenCV's 2x2 path rounds up
+        s = max_side / max(h0, w0)
+        size = (max(1, round(w0 * s)), max(1, round(h0 * s)))
+        if (img.shape[-1], img.shape[-2]) != size:
+            img = pp.resize_linear(img, size)
     h, w = img.shape[-2:]
     level = (amap / (2.0 * threshold) * 255.0).clamp(0, 255).floor()  # numpy's astype(uint8) truncates
     level = F.interpolate(level[None, None], size=(h, w), mode="bilinear", align_corners=False)

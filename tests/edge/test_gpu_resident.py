@@ -222,3 +222,18 @@ def test_graph_capture_failure_falls_back_to_eager_and_pads_batches(model, resid
     for img, r in zip(imgs, got):
         want = resident.inspect(img)
         assert abs(r.score - want.score) <= 1e-5 * want.score and r.verdict == want.verdict
+
+
+@pytest.mark.parametrize("side", [160, 320, 640])
+def test_torch_heatmap_draws_the_cpu_picture(bottle, side):
+    """edge/gpu/heatmap.py's overlay (here on the CPU device) against edge/heatmap.py's, on a
+    real frame: same size, at most a few levels apart (bilinear rounding)."""
+    from edge.gpu import heatmap as gpu_heatmap
+
+    frame = read_image(bottle / "test/broken_large/000.png")[:, :, ::-1].copy()  # BGR, as a camera gives
+    amap = (np.random.default_rng(0).random((224, 224)) * 30).astype(np.float32)
+    want = overlay(frame, amap, 15.0, side)
+    got = gpu_heatmap.overlay(torch.from_numpy(frame).permute(2, 0, 1).float(), torch.from_numpy(amap), 15.0,
+                              side).permute(1, 2, 0).numpy()
+    diff = np.abs(want.astype(int) - got.astype(int))
+    assert got.shape == want.shape and diff.max() <= 4 and diff.mean() < 0.5

@@ -14,11 +14,26 @@ BOTTLE = Path(__file__).resolve().parents[3] / "shared/data/mvtec/bottle/test/br
 
 
 @pytest.mark.parametrize("shape", [(160, 160), (640, 480), (33, 77), (1, 5)])
-def test_overlay_gives_the_mqtt_heatmaps_pixels(shape):
+def test_the_colour_table_gives_opencvs_jet_pixels(shape):
+    """The table built once colours exactly as cv2.applyColorMap(COLORMAP_JET) (rebuilt per call)."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     amap = (rng.random((224, 224)) * 40).astype(np.float32)  # below 0 .. far above 2x threshold
-    assert np.array_equal(render.overlay(img, amap, 15.0), heatmap.overlay(img, amap, 15.0))
+    level = cv2.resize(np.clip(amap / 30.0 * 255.0, 0, 255).astype(np.uint8), shape[::-1],
+                       interpolation=cv2.INTER_LINEAR)
+    want = cv2.addWeighted(img, 0.5, cv2.applyColorMap(level, cv2.COLORMAP_JET), 0.5, 0.0)
+    assert np.array_equal(heatmap.colour_over(img, amap, 15.0), want)
+
+
+def test_the_page_and_the_mqtt_heatmap_draw_the_same_picture():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (900, 700, 3), dtype=np.uint8)
+    amap = (rng.random((224, 224)) * 30).astype(np.float32)
+    latest = Latest(1, frame, None, {"threshold": 15.0, "verdict": "pass"}, amap)
+    page = render.annotated(latest.frame, None, amap, 15.0, "pass", 320, heatmap=True)
+    mqtt = heatmap.overlay(frame, amap, 15.0, max_side=320)
+    inner = (slice(4, -4), slice(4, -4))  # the page draws the ROI outline over the border
+    assert page.shape == mqtt.shape and np.array_equal(page[inner], mqtt[inner])
 
 
 @pytest.mark.parametrize("shape,side,want", [
@@ -28,7 +43,7 @@ def test_overlay_gives_the_mqtt_heatmaps_pixels(shape):
 ])
 def test_downscale_sizes(shape, side, want):
     img = np.zeros((*shape, 3), np.uint8)
-    out, s = render.downscale(img, side)
+    out, s = heatmap.downscale(img, side)
     assert out.shape[:2] == want and out.flags.c_contiguous and out is not img
     assert s == pytest.approx(min(1.0, side / max(shape)))
 
@@ -38,7 +53,7 @@ def test_downscale_keeps_the_picture():
     frame = cv2.imread(str(BOTTLE)) if BOTTLE.exists() else np.random.default_rng(1).integers(
         0, 256, (900, 900, 3), dtype=np.uint8)
     for side in (640, 160):
-        out, _ = render.downscale(frame, side)
+        out, _ = heatmap.downscale(frame, side)
         ref = cv2.resize(frame, out.shape[1::-1], interpolation=cv2.INTER_AREA)
         assert np.abs(out.astype(int) - ref.astype(int)).mean() < 4
 
