@@ -78,6 +78,15 @@ CANDIDATES = {
     "L2 8+16 256 1%": cand(L2, input_size=256),
     "L2 8+16 320 1%": cand(L2, input_size=320),
     "L0 4+8+16 320 0.25%": cand(strides=(4, 8, 16), input_size=320, coreset_ratio=0.0025),
+    # the default's recipe on the larger embedded backbones (about their native 240 / 260 px, and Lite0's 224)
+    "L1 4+8+16 224 0.1% floor1k dim96": cand(L1, strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
+                                             min_bank=1000, feature_dim=96),
+    "L1 4+8+16 240 0.1% floor1k dim96": cand(L1, strides=(4, 8, 16), input_size=240, coreset_ratio=0.001,
+                                             min_bank=1000, feature_dim=96),
+    "L2 4+8+16 224 0.1% floor1k dim96": cand(L2, strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
+                                             min_bank=1000, feature_dim=96),
+    "L2 4+8+16 256 0.1% floor1k dim96": cand(L2, strides=(4, 8, 16), input_size=256, coreset_ratio=0.001,
+                                             min_bank=1000, feature_dim=96),
 }
 
 
