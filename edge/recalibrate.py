@@ -250,6 +250,9 @@ class Recalibrator:
                 found = list_images(folder)
             except ImageError:
                 raise RecalibrationFailed(f"{key}: {folder} does not exist or is not a folder") from None
+            except OSError as e:  # unreadable or a name too long: not the full disk the caller would say
+                shown = str(folder) if len(str(folder)) <= 200 else str(folder)[:200] + "..."
+                raise RecalibrationFailed(f"{key}: cannot read {shown}: {e.strerror or e}") from None
             if key == "bad_images" and not found:  # "rejects every known-bad image" would pass trivially
                 raise RecalibrationFailed(f"bad_images: {folder} holds no images (png, jpg, bmp, ...); point it at "
                                           "images of known defects or leave it out")
@@ -457,6 +460,10 @@ class Recalibrator:
         tail model allows it within max_false_reject (the same budget validation applies), else it
         fails saying why. `--opt=value` so that a folder name starting with '-' stays a value."""
         fit = old.get("threshold_fit") or {}
+        if not isinstance(fit, dict):  # a report, not checked on load: anything else means the default rule
+            log.warning("camera %s: the model's threshold_fit is not a mapping (%s); the new model gets the "
+                        "default threshold rule", self.worker.cfg.name, type(fit).__name__)
+            fit = {}
         args = []
         if fit.get("rule") in ("target", "max3sigma"):
             args.append(f"--threshold-rule={fit['rule']}")

@@ -238,3 +238,68 @@ def test_11_commands_may_name_v10000_and_later():
     body = encode({"action": "rollback", "id": "r", "version": "v123"}, SECRET, "line1", "cam")
     with pytest.raises(CommandError, match="version"):
         parse(body, SECRET, "line1", "cam", 60, 100, 600)
+
+
+# -- red team 2 (/work/notes/redteam2.md): hostile values on the way to the calibrate child ------
+def _rewrite_manifest(vdir, **changes) -> None:
+    """Change manifest keys and re-sign its hash, as someone with write access to the model could."""
+    import hashlib
+
+    from edge.modeldir import MANIFEST_HASH
+
+    m = json.loads((vdir / "manifest.json").read_text())
+    m.update(changes)
+    raw = json.dumps(m, indent=2).encode()
+    (vdir / "manifest.json").write_bytes(raw)
+    (vdir / MANIFEST_HASH).write_text(hashlib.sha256(raw).hexdigest() + "\n")
+
+
+@pytest.mark.parametrize("fit", ["junk", [1, 2], 7, True])
+def test_rt2_an_odd_threshold_fit_is_ignored_not_a_crash(fit):
+    from types import SimpleNamespace
+
+    from edge.commands import Command
+    from edge.recalibrate import Recalibrator
+
+    r = Recalibrator.__new__(Recalibrator)
+    r.cfg = SimpleNamespace(max_false_reject=0.05)
+    r.worker = SimpleNamespace(cfg=SimpleNamespace(name="cam"))
+    cmd = Command(v=2, station="s", camera="c", action="recalibrate", id="x", ts=time.time(), frames=3)
+    assert r._threshold_args(cmd, {"threshold_fit": fit}) == []
+
+
+def test_rt2_an_unreadable_known_bad_folder_is_named_not_called_a_full_disk():
+    from edge.commands import Command
+    from edge.recalibrate import RecalibrationFailed, Recalibrator
+
+    cmd = Command(v=2, station="s", camera="c", action="recalibrate", id="x", ts=time.time(), frames=3,
+                  bad_images="/" + "a" * 5000)  # ENAMETOOLONG: not "no such folder" to pathlib
+    with pytest.raises(RecalibrationFailed, match=r"^bad_images: cannot read /a+\.\.\.: File name too long$"):
+        Recalibrator._check_folders(cmd)
+
+
+def test_rt2_hostile_known_bad_folder_name_and_odd_threshold_fit_reach_a_clean_outcome(small_model, bottle,
+                                                                                        tmp_path):
+    """A folder named like an option, with '=' and a newline, stays one value for the build; a
+    manifest whose threshold_fit is not a mapping falls back to the default rule."""
+    prefix, model, cfg = _station(small_model, bottle, tmp_path)
+    _rewrite_manifest(model / "versions/v0001", threshold_fit="junk")
+    bad = tmp_path / "-rf --force=x\n--reject-all-bad"
+    bad.mkdir()
+    for p in sorted((bottle / "test/broken_large").glob("*.png"))[:4]:
+        shutil.copy(p, bad)
+    sub = Collector(prefix)
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30), _why(sub, p)
+        _send(sub, prefix, action="recalibrate", frames=30, bad_images=str(bad), id="odd")
+        out = _outcome(sub, p, "odd")
+        assert "internal error" not in out["message"] and "usage" not in out["message"], out
+        if out["state"] == "active":
+            assert json.loads((model / "versions/v0002/manifest.json").read_text())["threshold_fit"]["bad_images"][
+                "n"] == 4
+        else:  # the build or validation refused it: the reason names the known-bad images
+            assert out["state"] == "failed" and "bad" in out["message"] and current_version(model) == "v0001", out
+    finally:
+        p.stop()
+        sub.close()
