@@ -103,6 +103,11 @@ class CalibrationSettings(BaseModel):
     @field_validator("layers", mode="before")
     @classmethod
     def _layers(cls, v):
+        # a list is checked before parse_strides, whose message repr's it: a YAML alias bomb of
+        # a few hundred bytes is 10**9 items once printed (minutes and gigabytes, red team 2)
+        if isinstance(v, (list, tuple)) and (len(v) > 4 or not all(type(x) in (int, str) for x in v)):
+            raise ValueError("give the feature stages by stride: '8,16', '4,8,16' or a list of 1 to 4 "
+                             "numbers such as [8, 16]")
         return v if v is None else _as_value_error(parse_strides, v)
 
     # Checks across fields raise ConfigError, which pydantic passes through unchanged: these
