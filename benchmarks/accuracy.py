@@ -49,10 +49,14 @@ L0, L1, L2 = "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"
 
 
 def cand(backbone: str = L0, strides=(8, 16), input_size: int = 224, coreset_ratio: float = 0.01,
-         min_bank: int = 0, normalization: str = "backbone", feature_dim: int | None = None) -> dict:
+         min_bank: int = 0, normalization: str = "backbone", feature_dim: int | None = None,
+         score_top_k: int = 1) -> dict:
+    """One candidate's settings; score_top_k 1 (the max) unless a candidate says otherwise, so the
+    stored results of candidates measured before the top-k score keep their meaning."""
     out = {"backbone": backbone, "strides": list(strides), "input_size": input_size,
            "coreset_ratio": coreset_ratio, "min_bank": min_bank, "normalization": normalization}
-    return {**out, "feature_dim": feature_dim} if feature_dim else out
+    out = {**out, "feature_dim": feature_dim} if feature_dim else out
+    return {**out, "score_top_k": score_top_k} if score_top_k != 1 else out
 
 
 # Ordered so that candidates sharing a graph (same backbone, stages, size, normalisation)
@@ -78,6 +82,15 @@ CANDIDATES = {
     "L2 8+16 256 1%": cand(L2, input_size=256),
     "L2 8+16 320 1%": cand(L2, input_size=320),
     "L0 4+8+16 320 0.25%": cand(strides=(4, 8, 16), input_size=320, coreset_ratio=0.0025),
+    # image score = mean of the top k patch scores instead of the max (edge/scoring.py)
+    "L0 4+8+16 224 0.1% floor1k dim96 top3": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
+                                                  min_bank=1000, feature_dim=96, score_top_k=3),
+    "L0 4+8+16 224 0.1% floor1k dim96 top5 (default)": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
+                                                            min_bank=1000, feature_dim=96, score_top_k=5),
+    "L0 4+8+16 224 0.1% floor1k dim96 top10": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
+                                                   min_bank=1000, feature_dim=96, score_top_k=10),
+    "L0 4+8+16 224 0.25% dim96 top5 (accurate)": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025,
+                                                      min_bank=1000, feature_dim=96, score_top_k=5),
     # the default's recipe on the larger embedded backbones (about their native 240 / 260 px, and Lite0's 224)
     "L1 4+8+16 224 0.1% floor1k dim96": cand(L1, strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
                                              min_bank=1000, feature_dim=96),
@@ -153,7 +166,8 @@ def run_candidate(name: str, c: dict, cats: list[Path], cache: FeatureCache, fra
                   keep: Path | None = None) -> dict:
     base = CalibrationSettings(images=Path("."), output=Path("."), backbone=c["backbone"], input_size=c["input_size"],
                                coreset_ratio=c["coreset_ratio"], layers=c["strides"], min_bank=c["min_bank"],
-                               normalization=c["normalization"], feature_dim=c.get("feature_dim"))
+                               normalization=c["normalization"], feature_dim=c.get("feature_dim"),
+                               score_top_k=c.get("score_top_k", 1))
     extractor_onnx(c["backbone"], None, c["input_size"], c.get("feature_dim"), tuple(c["strides"]))  # warm the cache
     out = {"settings": c, "categories": {}}
     with tempfile.TemporaryDirectory(prefix="pc-acc-") as tmp:

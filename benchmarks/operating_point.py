@@ -34,7 +34,7 @@ from edge.backends.ort_backend import OrtBackend  # noqa: E402
 from edge.extract import extract_features  # noqa: E402
 from edge.knn import make_search  # noqa: E402
 from edge.modeldir import load_model  # noqa: E402
-from edge.scoring import score_many  # noqa: E402
+from edge.scoring import image_scores, score_many  # noqa: E402
 
 TARGETS = (0.005, 0.01, 0.02, 0.05)
 
@@ -50,8 +50,8 @@ def category(cat: Path, args, work: Path) -> dict:
     paths, labels, _, _ = load_test_set(cat, geo.canvas)
     feats, kept, _ = extract_features(OrtBackend(str(model.onnx_path)), paths, geo, model.mean, model.std,
                                       progress=False)
-    tile_scores, _ = score_many(feats, make_search(model.bank, feats.shape[0] * feats.shape[2] * feats.shape[3]))
-    scores = geo.image_scores(tile_scores)
+    _, maps = score_many(feats, make_search(model.bank, feats.shape[0] * feats.shape[2] * feats.shape[3]))
+    scores = image_scores(maps.reshape(len(kept), -1), model.spec.score_top_k)  # as inspection scores a frame
     rows = {"max3sigma": counts(labels, scores, choose_threshold(r.good_scores, "max3sigma").value)}
     for q in TARGETS:
         rows[f"target {q:.1%}"] = counts(labels, scores, choose_threshold(r.good_scores, "target", q).value)

@@ -108,7 +108,7 @@ def _fold_coresets(folds: list[np.ndarray], patches, per_image: int, ratio: floa
     return banks
 
 
-def _bad_scores(folder: Path, backend, geo, mean, std, bank: np.ndarray) -> np.ndarray:
+def _bad_scores(folder: Path, backend, geo, mean, std, bank: np.ndarray, top_k: int) -> np.ndarray:
     """Image scores of the known-bad images against the final bank (as inspection scores them)."""
     paths = list_images(folder)
     if not paths:
@@ -117,7 +117,7 @@ def _bad_scores(folder: Path, backend, geo, mean, std, bank: np.ndarray) -> np.n
     if not len(kept):
         raise ImageError(f"none of the {len(paths)} images in {folder} could be read")
     feats = tiles_side_by_side(feats, geo.tiles)
-    scores, _ = score_many(feats, make_search(bank, feats.shape[0] * feats.shape[2] * feats.shape[3]))
+    scores, _ = score_many(feats, make_search(bank, feats.shape[0] * feats.shape[2] * feats.shape[3]), top_k=top_k)
     return scores
 
 
@@ -177,11 +177,11 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
     timings["coreset"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    good_scores = cross_scores(feats, folds, fold_banks)
+    good_scores = cross_scores(feats, folds, fold_banks, cfg.score_top_k)
     rule = choose_threshold(good_scores, cfg.threshold.rule, cfg.threshold.target_false_reject)
     threshold, bad_report = rule.value, None
     if cfg.bad_images is not None:
-        bad = _bad_scores(cfg.bad_images, backend, geo, mean, std, bank)
+        bad = _bad_scores(cfg.bad_images, backend, geo, mean, std, bank, cfg.score_top_k)
         threshold, bad_report = against_bad(rule, bad, cfg.threshold.reject_all_bad, cfg.threshold.max_false_reject)
     timings["threshold"] = time.perf_counter() - t
 
@@ -206,7 +206,10 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
         "threshold_rule": RULE_TEXT[rule.rule],
         "threshold_fit": fit_manifest(rule, good_scores, len(folds), bad_report),
         "score_stats": score_stats(good_scores),
-        "scoring": {"patch": "L2 to nearest coreset vector", "image": "max", "map_sigma": 4.0},
+        "score_top_k": cfg.score_top_k,
+        "scoring": {"patch": "L2 to nearest coreset vector",
+                    "image": "max" if cfg.score_top_k == 1 else f"mean of the top {cfg.score_top_k} patches",
+                    "map_sigma": 4.0},
         "training": {"images": int(n), "held_out": int(n), "folds": len(folds), "patches": int(n * gh * gw),
                      "source": str(cfg.images), "skipped": len(skipped)},
         **run.extra_manifest,

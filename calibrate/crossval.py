@@ -14,13 +14,14 @@ from edge.knn import make_search
 from edge.scoring import score_many
 
 
-def cross_scores(feats: np.ndarray, folds: list[np.ndarray], fold_banks: list[np.ndarray]) -> np.ndarray:
+def cross_scores(feats: np.ndarray, folds: list[np.ndarray], fold_banks: list[np.ndarray], top_k: int = 1
+                 ) -> np.ndarray:
     """Image score of every image in `feats` (N, D, h, w) against the other folds' banks."""
     n, _, gh, gw = feats.shape
     out = np.full(n, np.nan)
     for i, idx in enumerate(folds):
         others = np.concatenate([b for j, b in enumerate(fold_banks) if j != i])
-        out[idx], _ = score_many(feats[idx], make_search(others, len(idx) * gh * gw))
+        out[idx], _ = score_many(feats[idx], make_search(others, len(idx) * gh * gw), top_k=top_k)
     if np.isnan(out).any():
         raise ValueError("folds do not cover every image")  # a programming error, not user input
     return out

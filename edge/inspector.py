@@ -12,7 +12,7 @@ from .backends.base import FeatureBackend
 from .knn import make_search
 from .modeldir import Model
 from .shapecheck import check_backbone_output
-from .scoring import score_features, score_many
+from .scoring import image_scores, score_features, score_many
 
 
 @dataclass
@@ -60,9 +60,11 @@ class Inspector:
         t2 = time.perf_counter()
         if geo.tiled:  # image score: the max over the tiles' scores
             tile_scores, patch_scores = score_many(feats, self.search, self.reweight, m.bank)
-            score = float(tile_scores.max())
+            # over all of the frame's patches, its tiles together (as calibrate scores them)
+            score = float(tile_scores.max() if self.reweight else image_scores(patch_scores.reshape(1, -1),
+                                                                              m.spec.score_top_k)[0])
         else:
-            scored = score_features(feats[0], self.search, m.bank, self.reweight)
+            scored = score_features(feats[0], self.search, m.bank, self.reweight, m.spec.score_top_k)
             score, patch_scores = scored.score, scored.patch_scores
         t3 = time.perf_counter()
         amap = geo.anomaly_map(patch_scores)

@@ -42,6 +42,8 @@ class Manifest(_Open):
     coreset_size: int = Field(gt=0)
     threshold: float = Field(gt=0)
     files: dict[str, str]
+    # image score = mean of the top k patch scores (edge/scoring.py); manifests before it: the max
+    score_top_k: int = Field(1, ge=1, le=100_000)
 
 
 def parse_manifest(data: dict, where: str) -> Manifest:

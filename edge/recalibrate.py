@@ -407,6 +407,7 @@ class Recalibrator:
                 *Geometry.from_manifest(old).cli_args(),  # same input W x H and tiling as the old model
                 "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),
                 "--seed", str(old.get("coreset", {}).get("seed", 0)))
+        args.append(f"--score-top-k={int(self.worker.inspector.model.spec.score_top_k)}")  # the old model's rule
         layers = cmd.layers or ",".join(map(str, bb.get("strides", [])))  # default: the old model's stages
         if layers:
             args += ["--layers", layers]

@@ -1,7 +1,10 @@
 """PatchCore scoring maths: plain functions, no I/O.
 
 - patch score = L2 distance (not squared) from a patch feature to its nearest coreset vector;
-- image score = max patch score, optionally reweighted as in Roth et al. 2022, eq. 7;
+- image score = max patch score (PatchCore's), or the mean of the `top_k` highest patch scores
+  (the model's `score_top_k`; one odd patch on a good part moves it less: measured over bottle,
+  tire and screw at the Lite0 default, top 5 gave image AUROC 0.907 against 0.900 for the max,
+  README Accuracy), optionally reweighted as in Roth et al. 2022, eq. 7 (on the max patch);
 - anomaly map = patch scores upsampled bilinearly to the input size, Gaussian blur sigma=4.
 """
 
@@ -53,6 +56,14 @@ def reweighted_image_score(patches: np.ndarray, scores: np.ndarray, nn_idx: np.n
     return float((1.0 - w) * s_star)
 
 
+def image_scores(dist: np.ndarray, top_k: int = 1) -> np.ndarray:
+    """(B, P) patch scores -> (B,) image scores: the mean of each row's top_k highest (1: the max)."""
+    if top_k <= 1:
+        return dist.max(axis=1)
+    k = min(top_k, dist.shape[1])
+    return np.partition(dist, dist.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+
+
 @dataclass
 class Scored:
     """One image's PatchCore result in model units (before thresholding)."""
@@ -61,7 +72,8 @@ class Scored:
     patch_scores: np.ndarray  # (h, w)
 
 
-def score_features(features: np.ndarray, search, bank: np.ndarray | None = None, reweight: bool = False) -> Scored:
+def score_features(features: np.ndarray, search, bank: np.ndarray | None = None, reweight: bool = False,
+                   top_k: int = 1) -> Scored:
     """Score one (D, h, w) feature map against a search index over the bank."""
     h, w = features.shape[1:]
     patches = patches_of(features)
@@ -72,12 +84,12 @@ def score_features(features: np.ndarray, search, bank: np.ndarray | None = None,
             raise ValueError("reweighting needs the bank vectors")
         score = reweighted_image_score(patches, dist, idx, bank, search)
     else:
-        score = float(dist.max())
+        score = float(image_scores(dist[None], top_k)[0])
     return Scored(score=score, patch_scores=dist.reshape(h, w))
 
 
 def score_many(features: np.ndarray, search, reweight: bool = False,
-               bank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               bank: np.ndarray | None = None, top_k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(image scores (B,), patch scores (B, h, w)) for a batch, with one search call."""
     b, d, h, w = features.shape
     patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d))
@@ -85,7 +97,7 @@ def score_many(features: np.ndarray, search, reweight: bool = False,
     dist = dist[:, 0].reshape(b, h * w)
     maps = dist.reshape(b, h, w)
     if not reweight:
-        return dist.max(axis=1), maps
+        return image_scores(dist, top_k), maps
     idx = idx[:, 0].reshape(b, h * w)
     per = patches.reshape(b, h * w, d)
     scores = np.array([reweighted_image_score(per[j], dist[j], idx[j], bank, search) for j in range(b)])

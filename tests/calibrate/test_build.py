@@ -30,6 +30,25 @@ def test_model_scores_real_defects_above_threshold_and_goods_below(small_model, 
     assert max(good) < min(bad)
     r = insp.inspect(read_image(list_images(bottle / "test/broken_large")[0]))
     assert r.verdict == "fail" and r.normalised > 1.0 and r.anomaly_map.shape == (224, 224)
+    # the image score is the mean of the model's top 5 patch scores (the Lite0 preset), not the max
+    assert man["score_top_k"] == 5 and model.spec.score_top_k == 5
+    top = np.sort(r.patch_scores.ravel())[::-1]
+    assert r.score == pytest.approx(top[:5].mean(), rel=1e-6) and r.score < top[0]
+
+
+def test_score_top_k_is_a_setting_recorded_in_the_manifest_and_old_manifests_mean_the_max(bottle, tmp_path):
+    out = tmp_path / "m"
+    calibrate(_cfg(_images(bottle, tmp_path), out, score_top_k=1), progress=lambda *a: None)
+    model = load_model(out)
+    assert model.manifest["score_top_k"] == 1 and model.manifest["scoring"]["image"] == "max"
+    r = Inspector(model, backend="onnxruntime").inspect(read_image(list_images(bottle / "test/broken_large")[0]))
+    assert r.score == pytest.approx(float(r.patch_scores.max()), rel=1e-6)
+    legacy = dict(model.manifest)
+    del legacy["score_top_k"]
+    from edge.manifest import parse_manifest
+    assert parse_manifest(legacy, "x").score_top_k == 1  # written before the setting: PatchCore's max
+    with pytest.raises(ValidationError):
+        CalibrationSettings(images=out, output=out, score_top_k=0)
 
 
 def _images(bottle, tmp_path, n=4):

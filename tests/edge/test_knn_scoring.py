@@ -1,7 +1,7 @@
 import numpy as np
 
 from edge.knn import FaissSearch, MatmulSearch, make_search
-from edge.scoring import anomaly_map, score_features, score_many
+from edge.scoring import anomaly_map, image_scores, score_features, score_many
 
 
 def test_matmul_and_faiss_agree_with_brute_force():
@@ -36,3 +36,18 @@ def test_reweighting_reduces_score_in_sparse_region():
     plain = score_features(feats, MatmulSearch(bank))
     rew = score_features(feats, MatmulSearch(bank), bank, reweight=True)
     assert 0.0 < rew.score <= plain.score
+
+
+def test_top_k_image_score_is_the_mean_of_the_highest_patch_scores():
+    rng = np.random.default_rng(3)
+    dist = rng.random((4, 50)).astype(np.float32)
+    np.testing.assert_array_equal(image_scores(dist, 1), dist.max(axis=1))
+    want = np.sort(dist, axis=1)[:, ::-1][:, :5].mean(axis=1)
+    np.testing.assert_allclose(image_scores(dist, 5), want, rtol=1e-6)
+    np.testing.assert_allclose(image_scores(dist, 500), dist.mean(axis=1), rtol=1e-6)  # k past the patches: all
+    bank = rng.standard_normal((30, 8)).astype(np.float32)
+    feats = rng.standard_normal((2, 8, 5, 6)).astype(np.float32)
+    scores, maps = score_many(feats, MatmulSearch(bank), top_k=5)
+    np.testing.assert_allclose(scores, image_scores(maps.reshape(2, -1), 5), rtol=1e-6)
+    one = score_features(feats[1], MatmulSearch(bank), top_k=5)
+    assert one.score == np.float32(scores[1]) or abs(one.score - scores[1]) < 1e-5
