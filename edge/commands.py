@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMAT = 2
 MAX_PAYLOAD = 16 * 1024  # bytes; checked before anything else is done with a payload
@@ -63,6 +63,15 @@ class Command(BaseModel):
     version: str | None = Field(None, max_length=32, pattern=r"^v\d{4,}$")  # v0001 ... v10000 ...
     value: float | None = Field(None, gt=0)
     scale: float | None = Field(None, gt=0)  # bounded against the current threshold: edge/retune.py
+
+    @field_validator("images", "bad_images")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        # a relative path would mean the daemon's working directory, which the sender cannot know
+        # ("" is that directory itself); `patchcore-edge recalibrate` sends absolute paths
+        if v is not None and not v.is_absolute():
+            raise ValueError(f"must be an absolute path on the station, got {str(v)[:200]!r}")
+        return v
 
     @model_validator(mode="after")
     def _fields_fit_the_action(self):

@@ -139,7 +139,7 @@ class RecalibrationConfig(Strict):
                                  "(a camera held for hours by one command is refused)")
     keep_versions: int = Field(5, ge=2, le=100, description="model versions kept (rollback depth)")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="collected frames kept out for validation")
-    max_false_reject: float = Field(0.05, ge=0, lt=1, description="share of held-out good frames the new "
+    max_false_reject: float = Field(0.05, ge=0, lt=0.5, description="share of held-out good frames the new "
                                     "model may reject and still be activated")
     inspection_share: float = Field(0.5, gt=0, le=1, description="while recalibrating, inspection runs at least "
                                     "this share of its normal rate and leaves the rest of the CPU to the build")
@@ -222,6 +222,9 @@ def load_yaml_model(path: str | Path, model: type[BaseModel]):
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError as e:
         raise ConfigError(f"config file {path} does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, not text
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise ConfigError(f"config file {path} cannot be read ({why}); point --config at a UTF-8 YAML file") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
     try:

@@ -81,6 +81,13 @@ def test_deep_nesting_and_bad_fields_are_reasons_not_crashes():
     assert "exactly one of 'value'" in _why(p)
     p = encode({"action": "threshold", "id": "f", "value": -1.0}, SECRET, "line1", "cam")
     assert "bad command field value" in _why(p)
+    for key, folder in (("images", "frames/good"), ("bad_images", ""), ("bad_images", "../x")):
+        fields = {"action": "recalibrate", "id": "p", "frames": 12} if key == "bad_images" else \
+            {"action": "recalibrate", "id": "p"}
+        p = encode({**fields, key: folder}, SECRET, "line1", "cam")
+        assert f"bad command field {key}" in _why(p) and "absolute path" in _why(p), folder
+    assert _parse(encode({"action": "recalibrate", "id": "p", "images": "/srv/good"}, SECRET, "line1",
+                         "cam")).images.is_absolute()
 
 
 def test_stale_ts_and_collection_bound():

@@ -77,3 +77,20 @@ def test_state_dir_inside_a_model_directory_is_refused(tmp_path, state):
     with pytest.raises(ConfigError, match="state_dir .* is inside the model directory"):
         load_config(_cfg(tmp_path, f"state_dir: {state}\ncameras: [{{name: a, source: 0, model: m}}]\n"))
     assert load_config(_cfg(tmp_path, "state_dir: st\ncameras: [{name: a, source: 0, model: m}]\n"))
+
+
+def test_a_config_path_that_cannot_be_read_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read .*point --config at a UTF-8 YAML file"):
+        load_config(tmp_path)  # a folder
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(b"mqtt: {prefix: caf\xe9}\n")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(f)
+
+
+def test_max_false_reject_stays_below_one_half(tmp_path):
+    f = tmp_path / "d.yaml"
+    f.write_text("mqtt: {prefix: line}\ncameras: [{name: c, source: 0, model: m}]\n"
+                 "recalibration: {max_false_reject: 0.5}\n")
+    with pytest.raises(ConfigError, match="recalibration.max_false_reject"):
+        load_config(f)
