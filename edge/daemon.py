@@ -179,7 +179,8 @@ class CameraWorker(threading.Thread):
             if error:
                 return
             frame = self.crop(frame)
-        r = self.inspector.inspect(frame)  # read once: a recalibration may swap it between frames
+        insp = self.inspector  # read once: a recalibration may swap it while this frame is in flight
+        r = insp.inspect(frame)
         self.frame_id += 1
         result = {
             "camera": self.cfg.name, "run_id": self.run_id, "frame_id": self.frame_id,
@@ -201,7 +202,7 @@ class CameraWorker(threading.Thread):
         if hm.mode == "every" or (hm.mode == "fail" and r.verdict == "fail") or (
                 hm.mode == "interval" and now - self.last_heatmap >= hm.interval_s):
             t = time.perf_counter()
-            jpeg = heatmap_jpeg(self.inspector, frame, r, hm.max_side, hm.jpeg_quality)  # on the GPU when resident
+            jpeg = heatmap_jpeg(insp, frame, r, hm.max_side, hm.jpeg_quality)  # by the inspector that made r
             self.link.publish(self.heatmap_topic, jpeg, qos=0, retain=True)
             self.last_heatmap = now
             timings["heatmap"] = (time.perf_counter() - t) * 1e3
