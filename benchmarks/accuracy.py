@@ -50,13 +50,15 @@ L0, L1, L2 = "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"
 
 def cand(backbone: str = L0, strides=(8, 16), input_size: int = 224, coreset_ratio: float = 0.01,
          min_bank: int = 0, normalization: str = "backbone", feature_dim: int | None = None,
-         score_top_k: int = 1) -> dict:
-    """One candidate's settings; score_top_k 1 (the max) unless a candidate says otherwise, so the
-    stored results of candidates measured before the top-k score keep their meaning."""
+         score_top_k: int = 1, map_fine_weight: float = 0.0) -> dict:
+    """One candidate's settings; score_top_k 1 (the max) and no fine-stage map term unless a
+    candidate says otherwise, so the stored results of candidates measured before them keep
+    their meaning."""
     out = {"backbone": backbone, "strides": list(strides), "input_size": input_size,
            "coreset_ratio": coreset_ratio, "min_bank": min_bank, "normalization": normalization}
     out = {**out, "feature_dim": feature_dim} if feature_dim else out
-    return {**out, "score_top_k": score_top_k} if score_top_k != 1 else out
+    out = {**out, "score_top_k": score_top_k} if score_top_k != 1 else out
+    return {**out, "map_fine_weight": map_fine_weight} if map_fine_weight else out
 
 
 # Ordered so that candidates sharing a graph (same backbone, stages, size, normalisation)
@@ -85,8 +87,15 @@ CANDIDATES = {
     # image score = mean of the top k patch scores instead of the max (edge/scoring.py)
     "L0 4+8+16 224 0.1% floor1k dim96 top3": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
                                                   min_bank=1000, feature_dim=96, score_top_k=3),
-    "L0 4+8+16 224 0.1% floor1k dim96 top5 (default)": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
-                                                            min_bank=1000, feature_dim=96, score_top_k=5),
+    "L0 4+8+16 224 0.1% floor1k dim96 top5": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
+                                                  min_bank=1000, feature_dim=96, score_top_k=5),
+    # + the fine stages' residual in the anomaly map (edge/scoring.py map_scores)
+    "L0 4+8+16 224 0.1% floor1k dim96 top5 fine1 (default)": cand(
+        strides=(4, 8, 16), input_size=224, coreset_ratio=0.001, min_bank=1000, feature_dim=96, score_top_k=5,
+        map_fine_weight=1.0),
+    "L0 4+8+16 224 0.25% dim96 top5 fine1 (accurate)": cand(
+        strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025, min_bank=1000, feature_dim=96, score_top_k=5,
+        map_fine_weight=1.0),
     "L0 4+8+16 224 0.1% floor1k dim96 top10": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.001,
                                                    min_bank=1000, feature_dim=96, score_top_k=10),
     "L0 4+8+16 224 0.25% dim96 top5 (accurate)": cand(strides=(4, 8, 16), input_size=224, coreset_ratio=0.0025,
@@ -167,7 +176,7 @@ def run_candidate(name: str, c: dict, cats: list[Path], cache: FeatureCache, fra
     base = CalibrationSettings(images=Path("."), output=Path("."), backbone=c["backbone"], input_size=c["input_size"],
                                coreset_ratio=c["coreset_ratio"], layers=c["strides"], min_bank=c["min_bank"],
                                normalization=c["normalization"], feature_dim=c.get("feature_dim"),
-                               score_top_k=c.get("score_top_k", 1))
+                               score_top_k=c.get("score_top_k", 1), map_fine_weight=c.get("map_fine_weight", 0.0))
     extractor_onnx(c["backbone"], None, c["input_size"], c.get("feature_dim"), tuple(c["strides"]))  # warm the cache
     out = {"settings": c, "categories": {}}
     with tempfile.TemporaryDirectory(prefix="pc-acc-") as tmp:

@@ -39,7 +39,7 @@ from edge.knn import make_search
 from edge.modeldir import is_model_root, write_version
 from edge.onnx_graph import OPSET
 from edge.preprocess import list_images
-from edge.scoring import score_many
+from edge.scoring import fine_dims, score_many
 
 from .coreset import greedy_coreset
 from .crossval import cross_scores
@@ -207,6 +207,8 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
         "threshold_fit": fit_manifest(rule, good_scores, len(folds), bad_report),
         "score_stats": score_stats(good_scores),
         "score_top_k": cfg.score_top_k,
+        # the map's fine-stage term (edge/scoring.py map_scores): dims of the shallower stages only
+        "map_fine": [fine_dims(list(info.channels), d) if cfg.map_fine_weight else 0, cfg.map_fine_weight],
         "scoring": {"patch": "L2 to nearest coreset vector",
                     "image": "max" if cfg.score_top_k == 1 else f"mean of the top {cfg.score_top_k} patches",
                     "map_sigma": 4.0},

@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: the backbone's preset)")
     p.add_argument("--score-top-k", type=int, help="image score = mean of the K highest patch scores; 1 is "
                    "PatchCore's max (default: the preset's, 5 for Lite0, where it measured higher image AUROC)")
+    p.add_argument("--map-fine-weight", type=float, help="anomaly map = distance + W x the shallower stages' "
+                   "distance to the matched bank vector; sharper maps (default: the preset's, 1 for Lite0; 0: off)")
     p.add_argument("--projection-dim", type=int, help="random projection dims for the coreset (default 128)")
     p.add_argument("--feature-dim", type=int, help="average patch features down to this many dims (default: the "
                    "preset's, 96 for Lite0; 4096 keeps all)")

@@ -28,7 +28,7 @@ from edge.knn import make_search
 from edge.files import atomic_write_bytes
 from edge.modeldir import load_model
 from edge.preprocess import list_images, read_image
-from edge.scoring import image_scores, score_many
+from edge.scoring import image_scores, score_and_map_many
 
 from .build import RunOptions, calibrate
 from .metrics import aupro, at_threshold, best_f1, image_auroc, pixel_auroc
@@ -117,10 +117,10 @@ def evaluate_category(cat: Path, base: CalibrationSettings, work: Path, output_d
     if len(kept) != len(paths):
         raise ImageError(f"{len(paths) - len(kept)} test images of {cat.name} could not be read")
     search = make_search(model.bank, feats.shape[0] * feats.shape[2] * feats.shape[3])
-    _, patch_maps = score_many(feats, search)
+    patch_maps, fine_maps = score_and_map_many(feats, search, model.bank, model.spec.map_fine)
     # as inspection scores a frame: over all of its patches, its tiles together
     scores = image_scores(patch_maps.reshape(len(paths), -1), model.spec.score_top_k)
-    maps = np.stack([geo.anomaly_map(p) for p in patch_maps.reshape(len(paths), geo.tiles, *patch_maps.shape[1:])])
+    maps = np.stack([geo.anomaly_map(p) for p in fine_maps.reshape(len(paths), geo.tiles, *fine_maps.shape[1:])])
     pixel, note = pixel_metrics(masks, maps, labels, known, [p.parent.name for p in paths])
     res = {
         "image_auroc": image_auroc(labels, scores),

@@ -77,6 +77,9 @@ class CalibrationSettings(BaseModel):
                                  description="floor on the bank size in vectors (default: the backbone's preset)")
     score_top_k: int | None = Field(None, ge=1, le=10_000, description="image score = mean of the k highest patch "
                                     "scores (1: PatchCore's max); default: the backbone's preset")
+    map_fine_weight: float | None = Field(None, ge=0.0, le=100.0, description="anomaly map: + this weight x the "
+                                          "shallower stages' distance to the matched bank vector (0: distance "
+                                          "alone); default: the backbone's preset")
     # no command-line flag: benchmarks/accuracy.py compares ImageNet's statistics with the backbone's own
     normalization: str | None = Field(None, description="'backbone' (the weights' own mean/std) or 'imagenet'; "
                                       "default: the backbone's preset")
@@ -124,7 +127,8 @@ class CalibrationSettings(BaseModel):
             backbone, p = NAMED_PRESETS[self.preset]
             if self.backbone != backbone:
                 raise ConfigError(f"preset {self.preset!r} is for backbone {backbone!r}, not {self.backbone!r}")
-        for name in ("input_size", "coreset_ratio", "feature_dim", "min_bank", "normalization", "score_top_k"):
+        for name in ("input_size", "coreset_ratio", "feature_dim", "min_bank", "normalization", "score_top_k",
+                     "map_fine_weight"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(p, name))
         if self.layers is None:

@@ -12,7 +12,7 @@ from .backends.base import FeatureBackend
 from .knn import make_search
 from .modeldir import Model
 from .shapecheck import check_backbone_output
-from .scoring import image_scores, score_features, score_many
+from .scoring import image_scores, score_and_map_many, score_features, score_many
 
 
 @dataclass
@@ -58,16 +58,18 @@ class Inspector:
         t1 = time.perf_counter()
         feats = self.backend(x)  # all tiles in one batch
         t2 = time.perf_counter()
-        if geo.tiled:  # image score: the max over the tiles' scores
-            tile_scores, patch_scores = score_many(feats, self.search, self.reweight, m.bank)
-            # over all of the frame's patches, its tiles together (as calibrate scores them)
-            score = float(tile_scores.max() if self.reweight else image_scores(patch_scores.reshape(1, -1),
-                                                                              m.spec.score_top_k)[0])
+        if geo.tiled:
+            patch_scores, maps = score_and_map_many(feats, self.search, m.bank, m.spec.map_fine)
+            if self.reweight:  # eq. 7 per tile, then the max over the tiles
+                score = float(score_many(feats, self.search, True, m.bank)[0].max())
+            else:  # over all of the frame's patches, its tiles together (as calibrate scores them)
+                score = float(image_scores(patch_scores.reshape(1, -1), m.spec.score_top_k)[0])
         else:
-            scored = score_features(feats[0], self.search, m.bank, self.reweight, m.spec.score_top_k)
-            score, patch_scores = scored.score, scored.patch_scores
+            scored = score_features(feats[0], self.search, m.bank, self.reweight, m.spec.score_top_k,
+                                    m.spec.map_fine)
+            score, patch_scores, maps = scored.score, scored.patch_scores, scored.map_scores
         t3 = time.perf_counter()
-        amap = geo.anomaly_map(patch_scores)
+        amap = geo.anomaly_map(maps)
         t4 = time.perf_counter()
         norm = score / m.threshold
         return Inspection(

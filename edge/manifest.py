@@ -9,7 +9,7 @@ people, not inputs to inspection. Input size and tiling are parsed by edge/geome
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ModelError
 
@@ -44,6 +44,19 @@ class Manifest(_Open):
     files: dict[str, str]
     # image score = mean of the top k patch scores (edge/scoring.py); manifests before it: the max
     score_top_k: int = Field(1, ge=1, le=100_000)
+    # anomaly map = distance + weight x the leading `dims` dims' distance to the same neighbour
+    # (edge/scoring.py map_scores); manifests before it: (0, 0), the distance alone
+    map_fine: tuple[int, float] = (0, 0.0)
+
+    @field_validator("map_fine")
+    @classmethod
+    def _map_fine(cls, v, info):
+        dims, weight = v
+        if dims < 0 or not 0.0 <= weight <= 100.0:
+            raise ValueError("map_fine must be [dims >= 0, 0 <= weight <= 100]")
+        if dims > info.data.get("feature_dim", dims):
+            raise ValueError(f"map_fine dims {dims} exceed feature_dim")
+        return v
 
 
 def parse_manifest(data: dict, where: str) -> Manifest:

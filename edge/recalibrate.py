@@ -407,7 +407,8 @@ class Recalibrator:
                 *Geometry.from_manifest(old).cli_args(),  # same input W x H and tiling as the old model
                 "--coreset-ratio", str(cmd.coreset_ratio or old.get("coreset", {}).get("ratio", 0.01)),
                 "--seed", str(old.get("coreset", {}).get("seed", 0)))
-        args.append(f"--score-top-k={int(self.worker.inspector.model.spec.score_top_k)}")  # the old model's rule
+        spec = self.worker.inspector.model.spec  # the old model's image score and map rule carry over
+        args += [f"--score-top-k={int(spec.score_top_k)}", f"--map-fine-weight={float(spec.map_fine[1])!r}"]
         layers = cmd.layers or ",".join(map(str, bb.get("strides", [])))  # default: the old model's stages
         if layers:
             args += ["--layers", layers]

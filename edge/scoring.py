@@ -5,7 +5,14 @@
   (the model's `score_top_k`; one odd patch on a good part moves it less: measured over bottle,
   tire and screw at the Lite0 default, top 5 gave image AUROC 0.907 against 0.900 for the max,
   README Accuracy), optionally reweighted as in Roth et al. 2022, eq. 7 (on the max patch);
-- anomaly map = patch scores upsampled bilinearly to the input size, Gaussian blur sigma=4.
+- anomaly map = map scores upsampled bilinearly to the input size, Gaussian blur sigma=4. The
+  map score of a patch is its distance, plus (the model's `map_fine` = (dims, weight)) the
+  distance over the leading `dims` feature dims (those that come from the shallower stages
+  only) to the same nearest bank vector: the deepest stage (stride 16) is what separates
+  products but it is coarse, and its share of the distance blurs the map; the fine stages'
+  residual at the matched neighbour sharpens it. Measured at the Lite0 default (weight 1):
+  pixel AUROC bottle 0.984 -> 0.987, tire 0.980 -> 0.985, on three other banks +0.003 to
+  +0.009; the image score and the verdict do not use it.
 """
 
 from __future__ import annotations
@@ -64,16 +71,39 @@ def image_scores(dist: np.ndarray, top_k: int = 1) -> np.ndarray:
     return np.partition(dist, dist.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
 
+def fine_dims(channels: list[int] | tuple[int, ...], feature_dim: int) -> int:
+    """How many leading dims of the patch feature come from the shallower stages only: the
+    channel averaging (edge/features.py) maps input channels [i*C/D, (i+1)*C/D) to output i,
+    and the deepest stage's channels come last."""
+    total, shallow = sum(channels), sum(channels[:-1])
+    if len(channels) < 2 or feature_dim <= 0:
+        return 0
+    if feature_dim >= total:
+        return shallow
+    return sum(1 for i in range(feature_dim) if -((-(i + 1) * total) // feature_dim) <= shallow)
+
+
+def map_scores(patches: np.ndarray, dist: np.ndarray, idx: np.ndarray, bank: np.ndarray,
+               fine: tuple[int, float]) -> np.ndarray:
+    """(N,) map scores: distance + weight x the fine dims' distance to the same nearest vector."""
+    dims, weight = fine
+    if not weight or not dims:
+        return dist
+    res = np.linalg.norm(patches[:, :dims] - bank[idx, :dims], axis=1)
+    return dist + np.float32(weight) * res.astype(np.float32)
+
+
 @dataclass
 class Scored:
     """One image's PatchCore result in model units (before thresholding)."""
 
     score: float  # image score (max patch distance, or eq. 7)
     patch_scores: np.ndarray  # (h, w)
+    map_scores: np.ndarray | None = None  # (h, w) what the anomaly map draws; None: patch_scores
 
 
 def score_features(features: np.ndarray, search, bank: np.ndarray | None = None, reweight: bool = False,
-                   top_k: int = 1) -> Scored:
+                   top_k: int = 1, fine: tuple[int, float] = (0, 0.0)) -> Scored:
     """Score one (D, h, w) feature map against a search index over the bank."""
     h, w = features.shape[1:]
     patches = patches_of(features)
@@ -85,7 +115,18 @@ def score_features(features: np.ndarray, search, bank: np.ndarray | None = None,
         score = reweighted_image_score(patches, dist, idx, bank, search)
     else:
         score = float(image_scores(dist[None], top_k)[0])
-    return Scored(score=score, patch_scores=dist.reshape(h, w))
+    maps = map_scores(patches, dist, idx, bank, fine) if bank is not None else dist
+    return Scored(score=score, patch_scores=dist.reshape(h, w), map_scores=maps.reshape(h, w))
+
+
+def score_and_map_many(features: np.ndarray, search, bank: np.ndarray, fine: tuple[int, float]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(patch scores (B, h, w), map scores (B, h, w)) for a batch, with one search call."""
+    b, d, h, w = features.shape
+    patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d))
+    dist, idx = search.search(patches, k=1)
+    dist, idx = dist[:, 0], idx[:, 0]
+    return dist.reshape(b, h, w), map_scores(patches, dist, idx, bank, fine).reshape(b, h, w)
 
 
 def score_many(features: np.ndarray, search, reweight: bool = False,

@@ -178,14 +178,18 @@ class ResidentInspector:
         feats = self.net(x)  # (B * tiles, D, h, w)
         mark("backbone")
         n, d, gh, gw = feats.shape
-        dist, idx = self.search(feats.permute(0, 2, 3, 1).reshape(-1, d))
+        q = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        dist, idx = self.search(q)
         patch = dist.view(n, gh, gw)
         tile_scores = patch.flatten(1).amax(1)
         frame, k = patch.reshape(b, -1), min(m.spec.score_top_k, geo.tiles * gh * gw)
         # edge.scoring.image_scores over all of a frame's patches (its tiles together)
         scores = frame.amax(1) if k <= 1 else frame.topk(k, dim=1).values.mean(1)
         mark("knn")
-        amap = self.maps(patch)
+        dims, weight = m.spec.map_fine  # edge.scoring.map_scores: + the fine stages' residual at the match
+        drawn = patch if not (dims and weight) else patch + weight * torch.linalg.vector_norm(
+            q[:, :dims] - self.search.bank[idx, :dims], dim=1).view(n, gh, gw)
+        amap = self.maps(drawn)
         mark("map")
         return {"scores": scores, "tile_scores": tile_scores, "patch": patch, "map": amap, "feats": feats,
                 "idx": idx, "frames": frames_u8}

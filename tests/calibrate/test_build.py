@@ -34,19 +34,27 @@ def test_model_scores_real_defects_above_threshold_and_goods_below(small_model, 
     assert man["score_top_k"] == 5 and model.spec.score_top_k == 5
     top = np.sort(r.patch_scores.ravel())[::-1]
     assert r.score == pytest.approx(top[:5].mean(), rel=1e-6) and r.score < top[0]
+    # the map adds the fine stages' residual (34 of the 96 dims come from stride 4 + 8 only)
+    assert man["map_fine"] == [34, 1.0] and model.spec.map_fine == (34, 1.0)
+    assert not np.allclose(r.anomaly_map, model.geometry.anomaly_map(r.patch_scores))
 
 
 def test_score_top_k_is_a_setting_recorded_in_the_manifest_and_old_manifests_mean_the_max(bottle, tmp_path):
     out = tmp_path / "m"
-    calibrate(_cfg(_images(bottle, tmp_path), out, score_top_k=1), progress=lambda *a: None)
+    calibrate(_cfg(_images(bottle, tmp_path), out, score_top_k=1, map_fine_weight=0.0), progress=lambda *a: None)
     model = load_model(out)
     assert model.manifest["score_top_k"] == 1 and model.manifest["scoring"]["image"] == "max"
+    assert model.spec.map_fine == (0, 0.0)
     r = Inspector(model, backend="onnxruntime").inspect(read_image(list_images(bottle / "test/broken_large")[0]))
     assert r.score == pytest.approx(float(r.patch_scores.max()), rel=1e-6)
+    np.testing.assert_allclose(r.anomaly_map, model.geometry.anomaly_map(r.patch_scores), rtol=1e-6)  # PatchCore's
     legacy = dict(model.manifest)
-    del legacy["score_top_k"]
+    del legacy["score_top_k"], legacy["map_fine"]
     from edge.manifest import parse_manifest
-    assert parse_manifest(legacy, "x").score_top_k == 1  # written before the setting: PatchCore's max
+    spec = parse_manifest(legacy, "x")  # written before the settings: PatchCore's max and plain map
+    assert spec.score_top_k == 1 and spec.map_fine == (0, 0.0)
+    with pytest.raises(Exception, match="map_fine"):
+        parse_manifest({**legacy, "map_fine": [500, 1.0]}, "x")
     with pytest.raises(ValidationError):
         CalibrationSettings(images=out, output=out, score_top_k=0)
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from edge.knn import FaissSearch, MatmulSearch, make_search
-from edge.scoring import anomaly_map, image_scores, score_features, score_many
+from edge.scoring import anomaly_map, fine_dims, image_scores, map_scores, score_and_map_many, score_features, score_many
 
 
 def test_matmul_and_faiss_agree_with_brute_force():
@@ -51,3 +51,26 @@ def test_top_k_image_score_is_the_mean_of_the_highest_patch_scores():
     np.testing.assert_allclose(scores, image_scores(maps.reshape(2, -1), 5), rtol=1e-6)
     one = score_features(feats[1], MatmulSearch(bank), top_k=5)
     assert one.score == np.float32(scores[1]) or abs(one.score - scores[1]) < 1e-5
+
+
+def test_fine_dims_are_the_reduced_dims_fed_by_the_shallower_stages_only():
+    assert fine_dims([24, 40, 112], 96) == 34  # the Lite0 default: output 34 already mixes in stride 16
+    assert fine_dims([24, 40, 112], 176) == fine_dims([24, 40, 112], 4096) == 64  # nothing averaged
+    assert fine_dims([24, 40], 64) == 24 and fine_dims([64], 32) == 0  # one stage: no finer part
+
+
+def test_map_scores_add_the_fine_residual_at_the_matched_vector():
+    rng = np.random.default_rng(5)
+    bank = rng.standard_normal((40, 12)).astype(np.float32)
+    feats = rng.standard_normal((2, 12, 4, 5)).astype(np.float32)
+    search = MatmulSearch(bank)
+    dist_maps, maps = score_and_map_many(feats, search, bank, (5, 1.0))
+    q = feats.transpose(0, 2, 3, 1).reshape(-1, 12)
+    d, idx = search.search(q, k=1)
+    want = d[:, 0] + np.linalg.norm(q[:, :5] - bank[idx[:, 0], :5], axis=1)
+    np.testing.assert_allclose(maps.ravel(), want, rtol=1e-5)
+    np.testing.assert_allclose(dist_maps.ravel(), d[:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(map_scores(q, d[:, 0], idx[:, 0], bank, (5, 0.0)), d[:, 0])  # weight 0: off
+    one = score_features(feats[0], search, bank, top_k=1, fine=(5, 1.0))
+    np.testing.assert_allclose(one.map_scores, maps[0], rtol=1e-5)
+    assert one.score == dist_maps[0].max()  # the image score never uses the map term
