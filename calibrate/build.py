@@ -39,7 +39,7 @@ from edge.knn import make_search
 from edge.modeldir import is_model_root, write_version
 from edge.onnx_graph import OPSET
 from edge.preprocess import list_images
-from edge.scoring import fine_dims, score_many
+from edge.scoring import fine_dims, fit_map_scale, score_many
 
 from .coreset import greedy_coreset
 from .crossval import cross_scores
@@ -106,6 +106,22 @@ def _fold_coresets(folds: list[np.ndarray], patches, per_image: int, ratio: floa
                                       callback=cb)])
         done += k
     return banks
+
+
+def _map_fine(cfg, info, d: int, folds: list[np.ndarray], fold_banks: list[np.ndarray], patches
+              ) -> tuple[int, float, float]:
+    """(dims, weight, scale) of the map's fine-stage term (edge/scoring.py map_scores): the scale
+    from up to 20,000 patches of the first fold scored against the other folds' coresets, so
+    that good patches' map scores have the distance's units (the heatmap colours stay right)."""
+    dims = fine_dims(list(info.channels), d)
+    if not cfg.map_fine_weight or not dims:
+        return 0, 0.0, 1.0
+    held = patches(folds[0])
+    rng = np.random.default_rng(cfg.seed)
+    sample = held[np.sort(rng.choice(len(held), size=min(len(held), 20_000), replace=False))]
+    others = np.concatenate(fold_banks[1:]) if len(fold_banks) > 1 else fold_banks[0]
+    scale = fit_map_scale(sample, others, dims, cfg.map_fine_weight, make_search(others, len(sample)))
+    return dims, float(cfg.map_fine_weight), round(scale, 6)
 
 
 def _bad_scores(folder: Path, backend, geo, mean, std, bank: np.ndarray, top_k: int) -> np.ndarray:
@@ -178,6 +194,7 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
 
     t = time.perf_counter()
     good_scores = cross_scores(feats, folds, fold_banks, cfg.score_top_k)
+    map_fine = _map_fine(cfg, info, d, folds, fold_banks, patches)
     rule = choose_threshold(good_scores, cfg.threshold.rule, cfg.threshold.target_false_reject)
     threshold, bad_report = rule.value, None
     if cfg.bad_images is not None:
@@ -208,7 +225,7 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
         "score_stats": score_stats(good_scores),
         "score_top_k": cfg.score_top_k,
         # the map's fine-stage term (edge/scoring.py map_scores): dims of the shallower stages only
-        "map_fine": [fine_dims(list(info.channels), d) if cfg.map_fine_weight else 0, cfg.map_fine_weight],
+        "map_fine": list(map_fine),
         "scoring": {"patch": "L2 to nearest coreset vector",
                     "image": "max" if cfg.score_top_k == 1 else f"mean of the top {cfg.score_top_k} patches",
                     "map_sigma": 4.0},

@@ -44,16 +44,16 @@ class Manifest(_Open):
     files: dict[str, str]
     # image score = mean of the top k patch scores (edge/scoring.py); manifests before it: the max
     score_top_k: int = Field(1, ge=1, le=100_000)
-    # anomaly map = distance + weight x the leading `dims` dims' distance to the same neighbour
-    # (edge/scoring.py map_scores); manifests before it: (0, 0), the distance alone
-    map_fine: tuple[int, float] = (0, 0.0)
+    # anomaly map = scale x (distance + weight x the leading `dims` dims' distance to the same
+    # neighbour) (edge/scoring.py map_scores); manifests before it: the distance alone
+    map_fine: tuple[int, float, float] = (0, 0.0, 1.0)
 
     @field_validator("map_fine")
     @classmethod
     def _map_fine(cls, v, info):
-        dims, weight = v
-        if dims < 0 or not 0.0 <= weight <= 100.0:
-            raise ValueError("map_fine must be [dims >= 0, 0 <= weight <= 100]")
+        dims, weight, scale = v
+        if dims < 0 or not 0.0 <= weight <= 100.0 or not 0.0 < scale <= 10.0:
+            raise ValueError("map_fine must be [dims >= 0, 0 <= weight <= 100, 0 < scale <= 10]")
         if dims > info.data.get("feature_dim", dims):
             raise ValueError(f"map_fine dims {dims} exceed feature_dim")
         return v

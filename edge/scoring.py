@@ -6,9 +6,11 @@
   tire and screw at the Lite0 default, top 5 gave image AUROC 0.907 against 0.900 for the max,
   README Accuracy), optionally reweighted as in Roth et al. 2022, eq. 7 (on the max patch);
 - anomaly map = map scores upsampled bilinearly to the input size, Gaussian blur sigma=4. The
-  map score of a patch is its distance, plus (the model's `map_fine` = (dims, weight)) the
-  distance over the leading `dims` feature dims (those that come from the shallower stages
-  only) to the same nearest bank vector: the deepest stage (stride 16) is what separates
+  map score of a patch is its distance, plus (the model's `map_fine` = (dims, weight, scale))
+  weight x the distance over the leading `dims` feature dims (those that come from the
+  shallower stages only) to the same nearest bank vector, times `scale` (fitted at calibrate so
+  that on good patches the map has the distance's units: the heatmap colours, threshold at
+  mid-scale, keep their meaning; a constant factor leaves pixel AUROC unchanged): the deepest stage (stride 16) is what separates
   products but it is coarse, and its share of the distance blurs the map; the fine stages'
   residual at the matched neighbour sharpens it. Measured at the Lite0 default (weight 1):
   pixel AUROC bottle 0.984 -> 0.987, tire 0.980 -> 0.985, on three other banks +0.003 to
@@ -83,14 +85,30 @@ def fine_dims(channels: list[int] | tuple[int, ...], feature_dim: int) -> int:
     return sum(1 for i in range(feature_dim) if -((-(i + 1) * total) // feature_dim) <= shallow)
 
 
+def fine_residual(patches: np.ndarray, idx: np.ndarray, bank: np.ndarray, dims: int) -> np.ndarray:
+    """(N,) distance over the first `dims` dims from each patch to its matched bank vector."""
+    return np.linalg.norm(patches[:, :dims] - bank[idx, :dims], axis=1).astype(np.float32)
+
+
 def map_scores(patches: np.ndarray, dist: np.ndarray, idx: np.ndarray, bank: np.ndarray,
-               fine: tuple[int, float]) -> np.ndarray:
-    """(N,) map scores: distance + weight x the fine dims' distance to the same nearest vector."""
-    dims, weight = fine
+               fine: tuple[int, float, float]) -> np.ndarray:
+    """(N,) map scores: scale x (distance + weight x the fine dims' distance to the same vector)."""
+    dims, weight, scale = fine
     if not weight or not dims:
         return dist
-    res = np.linalg.norm(patches[:, :dims] - bank[idx, :dims], axis=1)
-    return dist + np.float32(weight) * res.astype(np.float32)
+    return np.float32(scale) * (dist + np.float32(weight) * fine_residual(patches, idx, bank, dims))
+
+
+def fit_map_scale(patches: np.ndarray, bank: np.ndarray, dims: int, weight: float, search) -> float:
+    """The factor that gives good patches' map scores the distance's units: median distance over
+    median (distance + weight x residual), on the patches given (good training patches)."""
+    dist, idx = search.search(patches, k=1)
+    dist = dist[:, 0]
+    combined = dist + weight * fine_residual(patches, idx[:, 0], bank, dims)
+    keep = dist > 1e-6  # the bank's own vectors match themselves exactly
+    if keep.sum() < 10:
+        return 1.0
+    return float(np.median(dist[keep]) / np.median(combined[keep]))
 
 
 @dataclass
@@ -103,7 +121,7 @@ class Scored:
 
 
 def score_features(features: np.ndarray, search, bank: np.ndarray | None = None, reweight: bool = False,
-                   top_k: int = 1, fine: tuple[int, float] = (0, 0.0)) -> Scored:
+                   top_k: int = 1, fine: tuple[int, float, float] = (0, 0.0, 1.0)) -> Scored:
     """Score one (D, h, w) feature map against a search index over the bank."""
     h, w = features.shape[1:]
     patches = patches_of(features)
@@ -119,7 +137,7 @@ def score_features(features: np.ndarray, search, bank: np.ndarray | None = None,
     return Scored(score=score, patch_scores=dist.reshape(h, w), map_scores=maps.reshape(h, w))
 
 
-def score_and_map_many(features: np.ndarray, search, bank: np.ndarray, fine: tuple[int, float]
+def score_and_map_many(features: np.ndarray, search, bank: np.ndarray, fine: tuple[int, float, float]
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(patch scores (B, h, w), map scores (B, h, w)) for a batch, with one search call."""
     b, d, h, w = features.shape

@@ -186,9 +186,9 @@ class ResidentInspector:
         # edge.scoring.image_scores over all of a frame's patches (its tiles together)
         scores = frame.amax(1) if k <= 1 else frame.topk(k, dim=1).values.mean(1)
         mark("knn")
-        dims, weight = m.spec.map_fine  # edge.scoring.map_scores: + the fine stages' residual at the match
-        drawn = patch if not (dims and weight) else patch + weight * torch.linalg.vector_norm(
-            q[:, :dims] - self.search.bank[idx, :dims], dim=1).view(n, gh, gw)
+        dims, weight, scale = m.spec.map_fine  # edge.scoring.map_scores: + the fine stages' residual
+        drawn = patch if not (dims and weight) else scale * (patch + weight * torch.linalg.vector_norm(
+            q[:, :dims] - self.search.bank[idx, :dims], dim=1).view(n, gh, gw))
         amap = self.maps(drawn)
         mark("map")
         return {"scores": scores, "tile_scores": tile_scores, "patch": patch, "map": amap, "feats": feats,

@@ -35,8 +35,13 @@ def test_model_scores_real_defects_above_threshold_and_goods_below(small_model, 
     top = np.sort(r.patch_scores.ravel())[::-1]
     assert r.score == pytest.approx(top[:5].mean(), rel=1e-6) and r.score < top[0]
     # the map adds the fine stages' residual (34 of the 96 dims come from stride 4 + 8 only)
-    assert man["map_fine"] == [34, 1.0] and model.spec.map_fine == (34, 1.0)
+    dims, weight, scale = model.spec.map_fine
+    assert (dims, weight) == (34, 1.0) and 0.3 < scale < 1.0 and man["map_fine"] == [dims, weight, scale]
     assert not np.allclose(r.anomaly_map, model.geometry.anomaly_map(r.patch_scores))
+    # the scale keeps the map in the distance's units on good parts (the heatmap colours' meaning)
+    g = insp.inspect(read_image(list_images(bottle / "test/good")[0]))
+    ratio = np.median(g.anomaly_map) / np.median(model.geometry.anomaly_map(g.patch_scores))
+    assert 0.8 < ratio < 1.25, ratio
 
 
 def test_score_top_k_is_a_setting_recorded_in_the_manifest_and_old_manifests_mean_the_max(bottle, tmp_path):
@@ -44,7 +49,7 @@ def test_score_top_k_is_a_setting_recorded_in_the_manifest_and_old_manifests_mea
     calibrate(_cfg(_images(bottle, tmp_path), out, score_top_k=1, map_fine_weight=0.0), progress=lambda *a: None)
     model = load_model(out)
     assert model.manifest["score_top_k"] == 1 and model.manifest["scoring"]["image"] == "max"
-    assert model.spec.map_fine == (0, 0.0)
+    assert model.spec.map_fine == (0, 0.0, 1.0)
     r = Inspector(model, backend="onnxruntime").inspect(read_image(list_images(bottle / "test/broken_large")[0]))
     assert r.score == pytest.approx(float(r.patch_scores.max()), rel=1e-6)
     np.testing.assert_allclose(r.anomaly_map, model.geometry.anomaly_map(r.patch_scores), rtol=1e-6)  # PatchCore's
@@ -52,9 +57,10 @@ def test_score_top_k_is_a_setting_recorded_in_the_manifest_and_old_manifests_mea
     del legacy["score_top_k"], legacy["map_fine"]
     from edge.manifest import parse_manifest
     spec = parse_manifest(legacy, "x")  # written before the settings: PatchCore's max and plain map
-    assert spec.score_top_k == 1 and spec.map_fine == (0, 0.0)
-    with pytest.raises(Exception, match="map_fine"):
-        parse_manifest({**legacy, "map_fine": [500, 1.0]}, "x")
+    assert spec.score_top_k == 1 and spec.map_fine == (0, 0.0, 1.0)
+    for bad in ([500, 1.0, 1.0], [34, 1.0, 0.0], [34, -1.0, 1.0]):
+        with pytest.raises(Exception, match="map_fine"):
+            parse_manifest({**legacy, "map_fine": bad}, "x")
     with pytest.raises(ValidationError):
         CalibrationSettings(images=out, output=out, score_top_k=0)
 

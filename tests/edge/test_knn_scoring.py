@@ -1,7 +1,8 @@
 import numpy as np
 
 from edge.knn import FaissSearch, MatmulSearch, make_search
-from edge.scoring import anomaly_map, fine_dims, image_scores, map_scores, score_and_map_many, score_features, score_many
+from edge.scoring import (anomaly_map, fine_dims, fit_map_scale, image_scores, map_scores, score_and_map_many,
+                          score_features, score_many)
 
 
 def test_matmul_and_faiss_agree_with_brute_force():
@@ -64,13 +65,24 @@ def test_map_scores_add_the_fine_residual_at_the_matched_vector():
     bank = rng.standard_normal((40, 12)).astype(np.float32)
     feats = rng.standard_normal((2, 12, 4, 5)).astype(np.float32)
     search = MatmulSearch(bank)
-    dist_maps, maps = score_and_map_many(feats, search, bank, (5, 1.0))
+    dist_maps, maps = score_and_map_many(feats, search, bank, (5, 1.0, 0.5))
     q = feats.transpose(0, 2, 3, 1).reshape(-1, 12)
     d, idx = search.search(q, k=1)
-    want = d[:, 0] + np.linalg.norm(q[:, :5] - bank[idx[:, 0], :5], axis=1)
+    want = 0.5 * (d[:, 0] + np.linalg.norm(q[:, :5] - bank[idx[:, 0], :5], axis=1))
     np.testing.assert_allclose(maps.ravel(), want, rtol=1e-5)
     np.testing.assert_allclose(dist_maps.ravel(), d[:, 0], rtol=1e-6)
-    np.testing.assert_array_equal(map_scores(q, d[:, 0], idx[:, 0], bank, (5, 0.0)), d[:, 0])  # weight 0: off
-    one = score_features(feats[0], search, bank, top_k=1, fine=(5, 1.0))
+    np.testing.assert_array_equal(map_scores(q, d[:, 0], idx[:, 0], bank, (5, 0.0, 1.0)), d[:, 0])  # weight 0: off
+    one = score_features(feats[0], search, bank, top_k=1, fine=(5, 1.0, 0.5))
     np.testing.assert_allclose(one.map_scores, maps[0], rtol=1e-5)
     assert one.score == dist_maps[0].max()  # the image score never uses the map term
+
+
+def test_map_scale_gives_good_patches_the_distance_units():
+    rng = np.random.default_rng(6)
+    bank = rng.standard_normal((200, 12)).astype(np.float32)
+    good = (bank[rng.integers(0, 200, 3000)] + 0.3 * rng.standard_normal((3000, 12))).astype(np.float32)
+    search = MatmulSearch(bank)
+    scale = fit_map_scale(good, bank, 5, 1.0, search)
+    d, idx = search.search(good, k=1)
+    m = map_scores(good, d[:, 0], idx[:, 0], bank, (5, 1.0, scale))
+    assert 0.3 < scale < 1.0 and abs(np.median(m) / np.median(d[:, 0]) - 1.0) < 1e-3
