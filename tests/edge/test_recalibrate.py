@@ -122,7 +122,8 @@ def test_known_bad_images_reach_the_build_and_the_threshold_rule_carries_over(se
         p.stop()
     new = json.loads((model / "versions/v0002/manifest.json").read_text())
     old_manifest = json.loads((model / "versions/v0001/manifest.json").read_text())
-    assert (new["score_top_k"], new["map_fine"]) == (old_manifest["score_top_k"], old_manifest["map_fine"])
+    # the image score and the map's fine-stage weight carry over (its scale is fitted anew)
+    assert (new["score_top_k"], new["map_fine"][:2]) == (old_manifest["score_top_k"], old_manifest["map_fine"][:2])
     fit = new["threshold_fit"]
     assert (fit["rule"], fit["target_false_reject"]) == (old["rule"], old["target_false_reject"])
     report = fit["bad_images"]  # the build scored them: the escape rate is on record
