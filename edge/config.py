@@ -215,18 +215,37 @@ class DaemonConfig(Strict):
         return self
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last silently,
+    so `threshold: 0.5` further down a long file would quietly override the one a reader sees."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable or odd keys: the model refuses them with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {str(key)[:64]!r} is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_model(path: str | Path, model: type[BaseModel]):
     """Read a YAML file into a pydantic model; ConfigError names the file and the key path."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError as e:
         raise ConfigError(f"config file {path} does not exist") from e
     except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, not text
         why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
         raise ConfigError(f"config file {path} cannot be read ({why}); point --config at a UTF-8 YAML file") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}{where}") from e
     try:
         return model.model_validate(data or {})
     except ValidationError as e:

@@ -94,3 +94,14 @@ def test_max_false_reject_stays_below_one_half(tmp_path):
                  "recalibration: {max_false_reject: 0.5}\n")
     with pytest.raises(ConfigError, match="recalibration.max_false_reject"):
         load_config(f)
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    f = tmp_path / "d.yaml"
+    f.write_text("mqtt: {prefix: line}\ncameras: [{name: c, source: 0, model: m}]\n"
+                 "recalibration: {max_false_reject: 0.05}\nmqtt: {prefix: other}\n")
+    with pytest.raises(ConfigError, match=r"key 'mqtt' is given twice in one mapping \(line 4\)"):
+        load_config(f)
+    f.write_text("cameras: [{name: c, source: 0, model: m, fps: 5, fps: 50}]\n")
+    with pytest.raises(ConfigError, match="'fps' is given twice"):
+        load_config(f)
