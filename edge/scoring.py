@@ -137,13 +137,19 @@ def score_features(features: np.ndarray, search, bank: np.ndarray | None = None,
     return Scored(score=score, patch_scores=dist.reshape(h, w), map_scores=maps.reshape(h, w))
 
 
+def _nearest_many(features: np.ndarray, search) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, D, h, w) features -> patches (B*h*w, D), 1-NN distances and indices (B*h*w,): one search."""
+    d = features.shape[1]
+    patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d))
+    dist, idx = search.search(patches, k=1)
+    return patches, dist[:, 0], idx[:, 0]
+
+
 def score_and_map_many(features: np.ndarray, search, bank: np.ndarray, fine: tuple[int, float, float]
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(patch scores (B, h, w), map scores (B, h, w)) for a batch, with one search call."""
-    b, d, h, w = features.shape
-    patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d))
-    dist, idx = search.search(patches, k=1)
-    dist, idx = dist[:, 0], idx[:, 0]
+    b, _, h, w = features.shape
+    patches, dist, idx = _nearest_many(features, search)
     return dist.reshape(b, h, w), map_scores(patches, dist, idx, bank, fine).reshape(b, h, w)
 
 
@@ -151,13 +157,12 @@ def score_many(features: np.ndarray, search, reweight: bool = False,
                bank: np.ndarray | None = None, top_k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(image scores (B,), patch scores (B, h, w)) for a batch, with one search call."""
     b, d, h, w = features.shape
-    patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d))
-    dist, idx = search.search(patches, k=1)
-    dist = dist[:, 0].reshape(b, h * w)
+    patches, dist, idx = _nearest_many(features, search)
+    dist = dist.reshape(b, h * w)
     maps = dist.reshape(b, h, w)
     if not reweight:
         return image_scores(dist, top_k), maps
-    idx = idx[:, 0].reshape(b, h * w)
+    idx = idx.reshape(b, h * w)
     per = patches.reshape(b, h * w, d)
     scores = np.array([reweighted_image_score(per[j], dist[j], idx[j], bank, search) for j in range(b)])
     return scores, maps
