@@ -74,6 +74,25 @@ def new_prefix() -> str:
     return f"pct-{uuid.uuid4().hex[:8]}"
 
 
+def recalibration_station(tmp_path: Path, small_model: Path, bottle: Path, secret: bytes, fps: float = 10,
+                          **recalibration) -> tuple[str, Path, Path]:
+    """The station the recalibration tests drive: a copy of the model, the command secret (0600),
+    one camera looping the bottle training images, recalibration on with one build thread (plus
+    any `recalibration` settings). Returns (prefix, model dir, config path)."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(small_model, model)
+    (tmp_path / "secret").write_bytes(secret)
+    (tmp_path / "secret").chmod(0o600)
+    prefix = new_prefix()
+    cam = {"name": "cam", "source": str(bottle / "train/good"), "model": str(model), "fps": fps, "loop": True,
+           "heatmap": {"mode": "off"}}
+    cfg = write_config(tmp_path / "d.yaml", prefix, [cam],
+                       recalibration={"secret_file": str(tmp_path / "secret"), "threads": 1, **recalibration})
+    return prefix, model, cfg
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

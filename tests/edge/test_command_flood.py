@@ -12,7 +12,7 @@ import pytest
 
 from edge.modeldir import current_version
 
-from .mqtt_helpers import Collector, new_prefix, start_daemon, write_config
+from .mqtt_helpers import Collector, recalibration_station, start_daemon
 from .test_recalibrate import SECRET, _send, _why
 
 FLOODS, PER_FLOOD = 3, 20000
@@ -20,15 +20,7 @@ FLOODS, PER_FLOOD = 3, 20000
 
 @pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="needs mosquitto_pub (mosquitto-clients)")
 def test_unsigned_flood_does_not_stop_results_or_fill_the_log(small_model, bottle, tmp_path):
-    model = tmp_path / "model"
-    shutil.copytree(small_model, model)
-    (tmp_path / "secret").write_bytes(SECRET)
-    (tmp_path / "secret").chmod(0o600)
-    prefix = new_prefix()
-    cam = {"name": "cam", "source": str(bottle / "train/good"), "model": str(model), "fps": 4, "loop": True,
-           "heatmap": {"mode": "off"}}
-    cfg = write_config(tmp_path / "d.yaml", prefix, [cam],
-                       recalibration={"secret_file": str(tmp_path / "secret"), "threads": 1})
+    prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET, fps=4)
     sub = Collector(prefix)
     p = start_daemon(cfg)
     try:

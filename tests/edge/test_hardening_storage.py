@@ -25,7 +25,7 @@ from edge.modeldir import (CURRENT, MANIFEST, MANIFEST_HASH, ONNX, VERSIONS, cur
 from edge.names import inside
 from edge.preprocess import read_image
 
-from .mqtt_helpers import ROOT, Collector, new_prefix, start_daemon, write_config
+from .mqtt_helpers import Collector, ROOT, new_prefix, recalibration_station, start_daemon, write_config
 from .test_recalibrate import SECRET, _send, _states, _why
 
 UNSAFE_NAMES = [".", "..", "...", "-", "-x", ".hidden", "a/b", "..\\x", "$SYS", "a b", "+", "#", "x" * 65, ""]
@@ -179,8 +179,6 @@ def test_items3_10_13_folder_recalibration_keeps_n_versions_checks_graph_skips_u
 
 # -- item 13: folders that make a recalibration meaningless ---------------------------------------
 def test_item13_empty_bad_images_and_missing_images_are_refused_clearly(small_model, bottle, tmp_path):
-    model = tmp_path / "model"
-    shutil.copytree(small_model, model)
     good = tmp_path / "good"
     good.mkdir()
     for p in sorted((bottle / "train/good").glob("*.png"))[20:28]:
@@ -188,12 +186,7 @@ def test_item13_empty_bad_images_and_missing_images_are_refused_clearly(small_mo
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
-    (tmp_path / "secret").write_bytes(SECRET)
-    prefix = new_prefix()
-    cam = {"name": "cam", "source": str(bottle / "train/good"), "model": str(model), "fps": 15, "loop": True,
-           "heatmap": {"mode": "off"}}
-    cfg = write_config(tmp_path / "d.yaml", prefix, [cam],
-                       recalibration={"secret_file": str(tmp_path / "secret"), "threads": 1})
+    prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET, fps=15)
     sub = Collector(prefix)
     p = start_daemon(cfg)
 

@@ -14,21 +14,14 @@ import yaml
 from edge.commands import encode
 from edge.modeldir import current_version, list_versions
 
-from .mqtt_helpers import ROOT, Collector, new_prefix, start_daemon, write_config
+from .mqtt_helpers import Collector, ROOT, recalibration_station, start_daemon
 
 SECRET = b"0123456789abcdef-test-secret"
 
 
 @pytest.fixture()
 def setup(small_model, bottle, tmp_path):
-    model = tmp_path / "model"
-    shutil.copytree(small_model, model)
-    (tmp_path / "secret").write_bytes(SECRET)
-    prefix = new_prefix()
-    cam = {"name": "cam", "source": str(bottle / "train/good"), "model": str(model), "fps": 15, "loop": True,
-           "heatmap": {"mode": "off"}}
-    cfg = write_config(tmp_path / "d.yaml", prefix, [cam],
-                       recalibration={"secret_file": str(tmp_path / "secret"), "threads": 1})
+    prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET, fps=15)
     sub = Collector(prefix)
     yield prefix, model, cfg, sub
     sub.close()

@@ -20,21 +20,8 @@ from edge.modeldir import CURRENT, VERSIONS, current_version, list_versions, loa
 from edge.nonces import MAX_IDS, SeenIds
 from edge.retune import new_threshold
 
-from .mqtt_helpers import ROOT, Collector, new_prefix, start_daemon, write_config
+from .mqtt_helpers import Collector, ROOT, recalibration_station, start_daemon
 from .test_recalibrate import SECRET, _send, _why
-
-
-def _station(small_model, bottle, tmp_path, keep_versions=5):
-    model = tmp_path / "model"
-    shutil.copytree(small_model, model)
-    (tmp_path / "secret").write_bytes(SECRET)
-    (tmp_path / "secret").chmod(0o600)
-    prefix = new_prefix()
-    cam = {"name": "cam", "source": str(bottle / "train/good"), "model": str(model), "fps": 10, "loop": True,
-           "heatmap": {"mode": "off"}}
-    cfg = write_config(tmp_path / "d.yaml", prefix, [cam], recalibration={
-        "secret_file": str(tmp_path / "secret"), "threads": 1, "keep_versions": keep_versions})
-    return prefix, model, cfg
 
 
 def _outcome(sub, p, cmd_id, timeout=240) -> dict:
@@ -65,7 +52,7 @@ def test_1_a_version_written_without_activation_prunes_nothing(small_model, tmp_
 
 
 def test_1_a_failed_recalibration_keeps_every_rollback_version(small_model, bottle, tmp_path):
-    prefix, model, cfg = _station(small_model, bottle, tmp_path, keep_versions=2)
+    prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET, keep_versions=2)
     _more_versions(model, 1)  # v0001, v0002 (current): the store is at keep_versions
     images = tmp_path / "images"
     images.mkdir()
@@ -91,7 +78,7 @@ def test_1_a_failed_recalibration_keeps_every_rollback_version(small_model, bott
 
 # -- 2: the CLI takes only its own outcome -------------------------------------------------------
 def test_2_cli_waits_for_its_own_outcome_through_unsigned_garbage(small_model, bottle, tmp_path):
-    prefix, model, cfg = _station(small_model, bottle, tmp_path)
+    prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET)
     sub = Collector(prefix)
     p = start_daemon(cfg)
     stop = threading.Event()
@@ -184,7 +171,7 @@ def test_8_offline_cli_refuses_a_typo_and_writes_nothing(small_model, tmp_path):
 
 # -- 8 and 11 on a running daemon: bounded threshold command, versions past v9999 ---------------
 def test_8_11_daemon_refuses_a_blinding_threshold_and_orders_versions_past_v9999(small_model, bottle, tmp_path):
-    prefix, model, cfg = _station(small_model, bottle, tmp_path, keep_versions=3)
+    prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET, keep_versions=3)
     vdir = model / VERSIONS
     for n in (9998, 9999, 10000, 10001):
         shutil.copytree(vdir / "v0001", vdir / f"v{n}")  # the manifest's "version" says v0001: fine to load
@@ -282,7 +269,7 @@ def test_rt2_hostile_known_bad_folder_name_and_odd_threshold_fit_reach_a_clean_o
                                                                                         tmp_path):
     """A folder named like an option, with '=' and a newline, stays one value for the build; a
     manifest whose threshold_fit is not a mapping falls back to the default rule."""
-    prefix, model, cfg = _station(small_model, bottle, tmp_path)
+    prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET)
     _rewrite_manifest(model / "versions/v0001", threshold_fit="junk")
     bad = tmp_path / "-rf --force=x\n--reject-all-bad"
     bad.mkdir()
