@@ -28,7 +28,7 @@ from calibrate.build import RunOptions, calibrate  # noqa: E402
 from calibrate.settings import CalibrationSettings  # noqa: E402
 from calibrate.evaluate import find_categories, load_test_set  # noqa: E402
 from calibrate.metrics import image_auroc  # noqa: E402
-from calibrate.operating_point import counts, oracle_f1  # noqa: E402
+from calibrate.operating_point import counts, oracle_at_false_reject, oracle_f1  # noqa: E402
 from calibrate.threshold import choose_threshold  # noqa: E402
 from edge.backends.ort_backend import OrtBackend  # noqa: E402
 from edge.extract import extract_features  # noqa: E402
@@ -56,8 +56,10 @@ def category(cat: Path, args, work: Path) -> dict:
     for q in TARGETS:
         rows[f"target {q:.1%}"] = counts(labels, scores, choose_threshold(r.good_scores, "target", q).value)
     rows["oracle F1"] = oracle_f1(labels, scores)
+    rows["oracle <=3% rejected"] = oracle_at_false_reject(labels, scores, 0.03)
     return {"image_auroc": image_auroc(labels, scores), "calibrate_s": secs, "images": r.n_images,
-            "rows": rows}
+            "rows": rows, "scores": [float(x) for x in scores], "labels": [int(x) for x in labels],
+            "good_cross_scores": [float(x) for x in r.good_scores]}
 
 
 def main() -> int:

@@ -4,14 +4,14 @@ Steps (each reported to `progress(stage, done, total)`):
 1. read every image in the folder (unreadable ones skipped with a warning);
 2. patch features through ONNX Runtime (the same graph the edge daemon runs);
 3. the bank: one greedy k-center coreset over every patch (ratio r), as PatchCore builds it;
-4. k-fold cross-scoring: split the images into round(1/holdout) folds, a coreset per fold
-   (ratio r); every image is scored against the union of the other folds' coresets, so each
-   good image gets exactly one held-out score. Greedy coresets compose (the union covers each
-   fold within that fold's covering radius), and cost grows with points x centres, so 5 fold
-   coresets over a fifth of the patches each cost ~0.2x the main one: 1.2x in all, where the
-   former 80/20 split (its union was the bank) cost 0.68x. The union of the fold coresets is
-   not the stored bank: measured, it scored worse than one coreset over everything (tire
-   image AUROC 0.66-0.68 vs 0.69-0.76 over 4 seeds; a good bottle above the 1% threshold);
+4. k-fold cross-scoring: split the images into round(1/holdout) folds; every image is scored
+   against a bank of the stored bank's size built without its fold (calibrate/crossval.py:
+   a coreset of half that size per fold, the other folds' coresets reduced by a second greedy
+   pass), so each good image gets exactly one held-out score, on the scale a new good part
+   gets against the stored bank. Cost grows with points x centres: five fold coresets over a
+   fifth of the patches with half the centres cost ~0.5x the main one. The fold coresets'
+   union is not the stored bank: measured, it scored worse than one coreset over everything
+   (tire image AUROC 0.66-0.68 vs 0.69-0.76 over 4 seeds; a good bottle above the 1% threshold);
 5. threshold from the cross-scores (calibrate/threshold.py: a target false-reject rate via a
    tail fit, or the former max3sigma rule); known-bad images, when given, report the escape
    rate they imply and can pull the threshold down within a false-reject budget;
@@ -42,7 +42,7 @@ from edge.preprocess import list_images
 from edge.scoring import fine_dims, fit_map_scale, score_many
 
 from .coreset import greedy_coreset
-from .crossval import cross_scores
+from .crossval import cross_scores, fold_size, leave_fold_out_banks
 from .settings import CalibrationSettings
 from .threshold import (RULE_TEXT, Threshold, against_bad, choose_threshold, fit_manifest, folds_for_holdout, kfold,
                         score_stats)
@@ -94,24 +94,26 @@ class CalibrationResult:
     bad: dict | None = None  # what the known-bad images said (escape rate, move), if given
 
 
-def _fold_coresets(folds: list[np.ndarray], patches, per_image: int, ratio: float, cfg: CalibrationSettings,
+def _fold_coresets(folds: list[np.ndarray], patches, per_image: int, bank_size: int, cfg: CalibrationSettings,
                    progress: Progress | None) -> list[np.ndarray]:
-    """One coreset per fold (seed + 1 + fold number), reported as one HOLDOUT stage."""
-    sizes = [max(1, int(round(len(f) * per_image * ratio))) for f in folds]
-    total, banks, done = sum(sizes), [], 0
+    """Leave-fold-out banks (calibrate/crossval.py): a coreset of half the bank's size per fold
+    (seed + 1 + fold number), then each fold's complement reduced to the bank's size; reported
+    as one HOLDOUT stage."""
+    sizes = [min(fold_size(bank_size), len(f) * per_image) for f in folds]
+    total, cores, done = sum(sizes), [], 0
     for i, (f, k) in enumerate(zip(folds, sizes)):
         p = patches(f)
         cb = (lambda d, _t, base=done: progress(HOLDOUT, base + d, total)) if progress else None
-        banks.append(p[greedy_coreset(p, k, cfg.projection_dim, cfg.seed + 1 + i, progress=progress is None,
+        cores.append(p[greedy_coreset(p, k, cfg.projection_dim, cfg.seed + 1 + i, progress=progress is None,
                                       callback=cb)])
         done += k
-    return banks
+    return leave_fold_out_banks(cores, bank_size, cfg.projection_dim, cfg.seed)
 
 
 def _map_fine(cfg, info, d: int, folds: list[np.ndarray], fold_banks: list[np.ndarray], patches
               ) -> tuple[int, float, float]:
     """(dims, weight, scale) of the map's fine-stage term (edge/scoring.py map_scores): the scale
-    from up to 20,000 patches of the first fold scored against the other folds' coresets, so
+    from up to 20,000 patches of the first fold scored against its leave-fold-out bank, so
     that good patches' map scores have the distance's units (the heatmap colours stay right)."""
     dims = fine_dims(list(info.channels), d)
     if not cfg.map_fine_weight or not dims:
@@ -119,7 +121,7 @@ def _map_fine(cfg, info, d: int, folds: list[np.ndarray], fold_banks: list[np.nd
     held = patches(folds[0])
     rng = np.random.default_rng(cfg.seed)
     sample = held[np.sort(rng.choice(len(held), size=min(len(held), 20_000), replace=False))]
-    others = np.concatenate(fold_banks[1:]) if len(fold_banks) > 1 else fold_banks[0]
+    others = fold_banks[0]
     scale = fit_map_scale(sample, others, dims, cfg.map_fine_weight, make_search(others, len(sample)))
     return dims, float(cfg.map_fine_weight), round(scale, 6)
 
@@ -189,7 +191,7 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
                                      callback=cb)]
     del everything
     folds = kfold(n, folds_for_holdout(cfg.holdout), cfg.seed)
-    fold_banks = _fold_coresets(folds, patches, gh * gw, ratio, cfg, progress)
+    fold_banks = _fold_coresets(folds, patches, gh * gw, len(bank), cfg, progress)
     timings["coreset"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -218,7 +220,8 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
         "coreset": {"ratio": cfg.coreset_ratio, "min_bank": cfg.min_bank, "effective_ratio": ratio,
                     "projection_dim": cfg.projection_dim, "seed": cfg.seed,
                     "method": "greedy k-center over all patches",
-                    "cross_scoring": f"{len(folds)} folds, each scored by the union of the others' coresets"},
+                    "cross_scoring": f"{len(folds)} folds, each scored by a {len(bank)}-vector coreset "
+                                     "of the other folds' coresets"},
         "threshold": float(threshold),
         "threshold_rule": RULE_TEXT[rule.rule],
         "threshold_fit": fit_manifest(rule, good_scores, len(folds), bad_report),

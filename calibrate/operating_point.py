@@ -41,6 +41,16 @@ def oracle_f1(labels: np.ndarray, scores: np.ndarray) -> dict:
     return {**counts(y, s, cand[i]), "f1": float(f1[i])}
 
 
+def oracle_at_false_reject(labels: np.ndarray, scores: np.ndarray, budget: float) -> dict:
+    """The lowest threshold that rejects at most `budget` of these good parts (an oracle, like
+    oracle_f1): the fewest escapes any threshold allows within that false-reject budget."""
+    y = np.asarray(labels).astype(bool)
+    good = np.sort(np.asarray(scores, dtype=np.float64)[~y])[::-1]
+    allowed = int(np.floor(budget * len(good) + 1e-9))  # good parts that may score above
+    t = good[allowed] if allowed < len(good) else float(np.min(scores)) - 1.0
+    return counts(y, scores, t)
+
+
 def operating_point(labels: np.ndarray, scores: np.ndarray, model_threshold: float, fit: TailFit | None,
                     targets: tuple[float, ...] = OP_TARGETS) -> dict:
     """Rows keyed "model", "target_<q>" (when a tail fit is given) and "oracle_f1"."""

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from calibrate.crossval import cross_scores
+from calibrate.crossval import cross_scores, fold_size, leave_fold_out_banks
 from calibrate.threshold import (against_bad, choose_threshold, fit_tail, folds_for_holdout, kfold, score_stats,
                                  threshold_from_good)
 from edge.errors import ConfigError
@@ -38,12 +38,23 @@ def test_cross_scores_give_each_image_one_score_from_a_bank_without_it():
     n, d = 7, 4
     feats = np.repeat(np.arange(n, dtype=np.float32)[:, None, None, None] * 10, d, 1).repeat(2, 2).repeat(2, 3)
     folds = kfold(n, 3, seed=0)
-    banks = [np.ascontiguousarray(feats[f].transpose(0, 2, 3, 1).reshape(-1, d)) for f in folds]
-    got = cross_scores(feats, folds, banks)
+    cores = [np.ascontiguousarray(feats[f].transpose(0, 2, 3, 1).reshape(-1, d)) for f in folds]
+    got = cross_scores(feats, folds, leave_fold_out_banks(cores, bank_size=10_000, proj_dim=4, seed=0))
     fold_of = {int(i): k for k, f in enumerate(folds) for i in f}
     for i in range(n):
         nearest = min(abs(i - j) for j in range(n) if fold_of[j] != fold_of[i])
         assert got[i] == pytest.approx(10 * nearest * np.sqrt(d), rel=1e-5)
+
+
+def test_leave_fold_out_banks_have_the_bank_size_and_none_of_their_fold():
+    rng = np.random.default_rng(0)
+    cores = [rng.normal(size=(fold_size(40), 8)).astype(np.float32) + 100 * i for i in range(5)]
+    banks = leave_fold_out_banks(cores, bank_size=40, proj_dim=8, seed=0)
+    assert fold_size(40) == 20 and len(banks) == 5
+    for i, bank in enumerate(banks):
+        assert bank.shape == (40, 8)  # 80 candidate vectors reduced to the stored bank's size
+        fold_of = np.round(bank.mean(1) / 100).astype(int)  # which fold's coreset each came from
+        assert i not in set(fold_of) and set(fold_of) == set(range(5)) - {i}  # greedy spreads over all others
 
 
 TAILS = {  # score-like distributions (positive, right-skewed or bounded), none of them a GPD
