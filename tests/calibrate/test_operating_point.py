@@ -6,7 +6,7 @@ import pytest
 
 from calibrate.settings import CalibrationSettings
 from calibrate.evaluate import evaluate
-from calibrate.operating_point import counts, operating_table, oracle_f1
+from calibrate.operating_point import counts, operating_table, oracle_at_false_reject, oracle_f1
 from edge.modeldir import load_model
 from edge.preprocess import list_images
 
@@ -20,6 +20,17 @@ def test_counts_and_oracle_by_hand():
     assert counts(labels, scores, 5.0)["false_rejects"] == 0  # equal to the threshold passes
     o = oracle_f1(labels, scores)  # best: reject above 2.0 -> tp 3, fp 1 -> F1 6/7
     assert o["f1"] == pytest.approx(6 / 7) and o["threshold"] == 2.0 and o["escapes"] == 0
+
+
+def test_oracle_within_a_false_reject_budget_by_hand():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([1.0, 2.0, 5.0, 3.0, 6.0, 7.0])
+    tight = oracle_at_false_reject(labels, scores, 0.03)  # no good part may go: above 5.0 only
+    assert (tight["threshold"], tight["false_rejects"], tight["escapes"]) == (5.0, 0, 1)
+    one = oracle_at_false_reject(labels, scores, 0.34)  # one of three may go: the 5.0
+    assert (one["threshold"], one["false_rejects"], one["escapes"]) == (2.0, 1, 0)
+    every = oracle_at_false_reject(labels, scores, 1.0)
+    assert every["false_rejects"] == 3 and every["escapes"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +48,7 @@ def test_evaluate_reports_the_operating_point_on_a_real_subset(mini, tmp_path):
     base = CalibrationSettings(images=mini, output=mini, coreset_ratio=0.05)
     res = evaluate(mini.parent, base, tmp_path / "out", tmp_path / "r.json")["bottle"]
     op = res["operating_point"]
-    assert list(op) == ["model", "target_0.01", "target_0.05", "oracle_f1"]
+    assert list(op) == ["model", "target_0.01", "target_0.05", "oracle_f1", "oracle_budget"]
     assert all(r["n_good"] == 5 and r["n_defective"] == 8 for r in op.values())
     m = op["model"]
     assert m["threshold"] == res["threshold"] and m["false_rejects"] == res["at_threshold"]["false_rejects"]
@@ -56,6 +67,9 @@ def test_evaluate_reports_the_operating_point_on_a_real_subset(mini, tmp_path):
     assert data["categories"]["bottle"]["operating_point"] == json.loads(json.dumps(op))
     assert data["operating_point_average"]["model"]["escape_rate"] == pytest.approx(m["escape_rate"])
     table = operating_table({"bottle": res}).splitlines()
-    assert table[2] == "| category | model's threshold | rule at 1% | rule at 5% | oracle best F1 |"
+    assert table[2] == ("| category | model's threshold | rule at 1% | rule at 5% | oracle best F1 "
+                        "| oracle at <= 3% rejected |")
+    ob = op["oracle_budget"]  # 5 good bottles: a 3% budget allows none of them rejected
+    assert ob["false_rejects"] == 0 and ob["budget"] == 0.03
     assert table[4].startswith(f"| bottle | {m['false_rejects']}/5 · {m['escapes']}/8 |")
     assert table[5].startswith("| mean rate | ")
