@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .image_size import MIN_SIDE
 from .names import check_name
+from .nobool import NoBoolNumbers
 from .web.config import WebConfig
 
 
@@ -27,8 +28,9 @@ def credential_path(path: Path) -> Path:
     return path
 
 
-class Strict(BaseModel):
-    # inf/nan pass every `gt=0` bound (an infinite max_age_s never expires a command id): refused
+class Strict(NoBoolNumbers):
+    # inf/nan pass every `gt=0` bound (an infinite max_age_s never expires a command id): refused;
+    # a bool for a number (`port: yes`, `source: true` as camera 1) is refused too (edge/nobool.py)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 

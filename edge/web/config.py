@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from ..errors import ConfigError
+from ..nobool import NoBoolNumbers
 
 
 def is_loopback(host: str) -> bool:
@@ -19,7 +20,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class WebConfig(BaseModel):
+class WebConfig(NoBoolNumbers):  # `port: yes` is not port 1
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # live_fps: .inf must not pass gt=0
 
     enabled: bool = Field(False, description="serve the station page from the daemon")

@@ -105,3 +105,31 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
     f.write_text("cameras: [{name: c, source: 0, model: m, fps: 5, fps: 50}]\n")
     with pytest.raises(ConfigError, match="'fps' is given twice"):
         load_config(f)
+
+
+CAM = "cameras: [{name: a, source: 0, model: m}]\n"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("mqtt: {port: yes}\n" + CAM, r"mqtt\.port"),                       # was port 1
+    ("mqtt: {qos: true}\n" + CAM, r"mqtt\.qos"),                        # was QoS 1
+    ("cameras: [{name: a, source: true, model: m}]\n", r"cameras\.0\.source"),  # was camera device 1
+    ("cameras: [{name: a, source: 0, model: m, fps: on}]\n", r"cameras\.0\.fps"),
+    ("cameras: [{name: a, source: 0, model: m, roi: [0, 0, 64, true]}]\n", r"cameras\.0\.roi"),
+    ("recalibration: {nice: yes}\n" + CAM, r"recalibration\.nice"),
+    ("web: {port: true}\n" + CAM, r"web\.port"),
+    ("stats_interval_s: true\n" + CAM, "stats_interval_s"),
+])
+def test_a_bool_for_a_number_is_refused_in_one_line(tmp_path, text, key):
+    # pydantic's lax mode read true (YAML 1.1: yes, on) as 1 for an int or float field
+    with pytest.raises(ConfigError, match=key + r": .*must be a number.*not true/false") as e:
+        load_config(_cfg(tmp_path, text))
+    assert "\n" not in str(e.value)
+
+
+def test_bools_numbers_and_yaml_off_still_read_as_before(tmp_path):
+    cfg = load_config(_cfg(tmp_path, "mqtt: {port: 1884, spool_max_mb: 2}\nexit_when_done: yes\ncameras: [{name: a, "
+                                     "source: '1', model: m, loop: true, fps: 5, heatmap: {mode: off}}]\n"))
+    cam = cfg.cameras[0]
+    assert (cfg.mqtt.port, cfg.mqtt.spool_max_mb, cfg.exit_when_done) == (1884, 2.0, True)
+    assert (cam.source, cam.loop, cam.fps, cam.heatmap.mode) == ("1", True, 5.0, "off")
