@@ -4,7 +4,9 @@
 The YAML file and the command line are merged as given (flags over file keys) and validated
 together: a file validated on its own would have its preset defaults filled before a
 `--preset` or `--backbone` flag could choose another preset. Unknown keys are rejected, and a
-bad value is one ConfigError naming its flag, or its file and key.
+bad value is one ConfigError naming its flag, or its file and key. Relative paths in the file are
+relative to the file's folder (as in the daemon's config); relative paths given as flags, to the
+current directory. A bool is not a number here (`coreset_ratio: yes` is refused, edge/nobool.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edge.backbone import DEFAULT_BACKBONE, NAMED_PRESETS, NORMALIZATIONS, parse
 from edge.config import load_yaml_model
 from edge.errors import ConfigError
 from edge.geometry import Geometry, ShortSide, median_aspect, parse_input_size, parse_tiles, resolve_short_side
+from edge.nobool import NoBoolNumbers
 
 from .threshold import DEFAULT_MAX_FALSE_REJECT, DEFAULT_RULE, DEFAULT_TARGET
 
@@ -25,6 +28,10 @@ from .threshold import DEFAULT_MAX_FALSE_REJECT, DEFAULT_RULE, DEFAULT_TARGET
 THRESHOLD_FLAGS = {"threshold_rule": "rule", "target_false_reject": "target_false_reject",
                    "reject_all_bad": "reject_all_bad", "max_false_reject": "max_false_reject"}
 NEEDS_IMAGES = "calibrate needs --images DIR and --output MODEL_DIR (or both in --config)"
+# path settings: in a --config file, relative to the file's folder
+PATH_KEYS = ("images", "output", "weights", "bad_images")
+THRESHOLD_FORM = ("give a mapping such as {target_false_reject: 0.01} (keys: rule, target_false_reject, "
+                  "reject_all_bad, max_false_reject), or leave it empty for the defaults")
 
 
 def _as_value_error(parse, value):
@@ -35,7 +42,7 @@ def _as_value_error(parse, value):
         raise ValueError(str(e)) from None
 
 
-class ThresholdSettings(BaseModel):
+class ThresholdSettings(NoBoolNumbers):
     """`threshold:` in the YAML: how the pass/fail boundary is set (calibrate/threshold.py)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -49,7 +56,7 @@ class ThresholdSettings(BaseModel):
                                     description="the false-reject budget reject_all_bad may spend")
 
 
-class CalibrationSettings(BaseModel):
+class CalibrationSettings(NoBoolNumbers):
     """What a calibration builds. After validation every preset default is filled in: `layers`
     is a tuple of strides, and input_size, coreset_ratio, min_bank, feature_dim and
     normalization hold the preset's value wherever none was given. Built in code (tests,
@@ -90,6 +97,15 @@ class CalibrationSettings(BaseModel):
     keep_versions: int = Field(5, ge=1, le=100, description="model versions kept for rollback")
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
     bad_images: Path | None = Field(None, description="folder of known-bad images: their escape rate is reported")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, v):
+        if v is None:  # `threshold:` with nothing under it (or all of it commented out): the defaults
+            return {}
+        if not isinstance(v, (dict, ThresholdSettings)):
+            raise ValueError(f"{THRESHOLD_FORM}; got {type(v).__name__} {str(v)[:40]!r}")
+        return v
 
     @field_validator("input_size")
     @classmethod
@@ -161,12 +177,16 @@ def load_settings(config: str | Path | None = None, /, **given) -> CalibrationSe
     `given`: argparse dests (a `calibrate` or `evaluate` namespace's vars()): the settings' fields
     and THRESHOLD_FLAGS; None is "not given", other names (func, force, ...) are the command's own."""
     data = load_yaml_model(config, CalibrationFile).model_extra if config else {}
+    for key in PATH_KEYS:  # relative to the file, as in the daemon's config; flags stay relative to the cwd
+        if isinstance(data.get(key), str) and data[key] and not Path(data[key]).is_absolute():
+            data[key] = str((Path(config).parent / data[key]).resolve())
     given = {k: v for k, v in given.items()
              if v is not None and (k in CalibrationSettings.model_fields or k in THRESHOLD_FLAGS)}
     limit = {THRESHOLD_FLAGS[k]: given.pop(k) for k in list(given) if k in THRESHOLD_FLAGS}
     merged = {**data, **given}
-    if limit and isinstance(data.get("threshold", {}), dict):
-        merged["threshold"] = {**data.get("threshold", {}), **limit}
+    in_file = {} if data.get("threshold") is None else data["threshold"]  # `threshold:` left empty: defaults
+    if limit and isinstance(in_file, dict):  # anything else is refused below, naming the file's key
+        merged["threshold"] = {**in_file, **limit}
     flags = {**{(k,): k for k in given}, **{("threshold", v): k for k, v in THRESHOLD_FLAGS.items() if v in limit}}
     try:
         return CalibrationSettings.model_validate(merged)
