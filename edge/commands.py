@@ -31,9 +31,11 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .nobool import NoBoolNumbers
 
 FORMAT = 2
 MAX_PAYLOAD = 16 * 1024  # bytes; checked before anything else is done with a payload
@@ -45,8 +47,9 @@ class CommandError(ValueError):
     """A malformed or unauthorised command; the message goes to the status topic."""
 
 
-class Command(BaseModel):
+class Command(NoBoolNumbers):  # JSON true is no number: "coreset_ratio": true would keep every patch
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    BOOL_HINT: ClassVar[str] = ""
 
     v: Literal[2]
     station: str = Field(min_length=1, max_length=256)

@@ -6,7 +6,7 @@ ints for floats and numeric text are still read as before."""
 from __future__ import annotations
 
 import types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 
@@ -35,13 +35,14 @@ def _takes(annotation) -> tuple[bool, bool, bool]:
 
 
 class NoBoolNumbers(BaseModel):
+    BOOL_HINT: ClassVar[str] = " (YAML reads yes, no, on and off as true/false too)"
+
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_a_number(cls, v, info: ValidationInfo):
         if isinstance(v, bool) or (isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v)):
             number, boolean, text = _takes(cls.model_fields[info.field_name].annotation)
             if number and not boolean:
-                what, hint = ("a number or text", ": quote text") if text else ("a number", "")
-                raise ValueError(f"must be {what}, not true/false (YAML reads yes, no, on and off as "
-                                 f"true/false too{hint})")
+                what = "a number or text (quote text)" if text else "a number"
+                raise ValueError(f"must be {what}, not true/false{cls.BOOL_HINT}")
         return v

@@ -90,6 +90,17 @@ def test_deep_nesting_and_bad_fields_are_reasons_not_crashes():
                          "cam")).images.is_absolute()
 
 
+@pytest.mark.parametrize("action,key", [("recalibrate", "coreset_ratio"), ("recalibrate", "interval_s"),
+                                        ("threshold", "value"), ("threshold", "scale")])
+def test_true_is_not_a_number(action, key):
+    # pydantic's lax mode read true as 1: "coreset_ratio": true would have kept every patch
+    base = {"action": action, "id": "b", **({"frames": 12} if action == "recalibrate" else {})}
+    why = _why(encode({**base, key: True}, SECRET, "line1", "cam"))
+    assert f"bad command field {key}" in why and "must be a number, not true/false" in why
+    assert "\n" not in why and "YAML" not in why
+    assert getattr(_parse(encode({**base, key: 1}, SECRET, "line1", "cam")), key) == 1.0
+
+
 def test_stale_ts_and_collection_bound():
     p = encode({"action": "rollback", "id": "s", "ts": time.time() - 500}, SECRET, "line1", "cam")
     assert "off the station clock" in _why(p)
