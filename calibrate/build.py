@@ -96,10 +96,10 @@ class CalibrationResult:
 
 def _fold_coresets(folds: list[np.ndarray], patches, per_image: int, bank_size: int, cfg: CalibrationSettings,
                    progress: Progress | None) -> list[np.ndarray]:
-    """Leave-fold-out banks (calibrate/crossval.py): a coreset of half the bank's size per fold
-    (seed + 1 + fold number), then each fold's complement reduced to the bank's size; reported
-    as one HOLDOUT stage."""
-    sizes = [min(fold_size(bank_size), len(f) * per_image) for f in folds]
+    """Leave-fold-out banks (calibrate/crossval.py): a coreset of 2k/(F-1) per fold (seed + 1 +
+    fold number), then each fold's complement reduced to the bank's size k; reported as one
+    HOLDOUT stage."""
+    sizes = [min(fold_size(bank_size, len(folds)), len(f) * per_image) for f in folds]
     total, cores, done = sum(sizes), [], 0
     for i, (f, k) in enumerate(zip(folds, sizes)):
         p = patches(f)
@@ -108,6 +108,12 @@ def _fold_coresets(folds: list[np.ndarray], patches, per_image: int, bank_size: 
                                       callback=cb)])
         done += k
     return leave_fold_out_banks(cores, bank_size, cfg.projection_dim, cfg.seed)
+
+
+def _span(sizes) -> str:
+    """'1000', or '6272-9408' where the banks differ (folds too small to fill one)."""
+    sizes = list(sizes)
+    return f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"
 
 
 def _map_fine(cfg, info, d: int, folds: list[np.ndarray], fold_banks: list[np.ndarray], patches
@@ -220,8 +226,8 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
         "coreset": {"ratio": cfg.coreset_ratio, "min_bank": cfg.min_bank, "effective_ratio": ratio,
                     "projection_dim": cfg.projection_dim, "seed": cfg.seed,
                     "method": "greedy k-center over all patches",
-                    "cross_scoring": f"{len(folds)} folds, each scored by a {len(bank)}-vector coreset "
-                                     "of the other folds' coresets"},
+                    "cross_scoring": f"{len(folds)} folds, each scored by a coreset of the other folds' "
+                                     f"coresets ({_span(len(b) for b in fold_banks)} vectors)"},
         "threshold": float(threshold),
         "threshold_rule": RULE_TEXT[rule.rule],
         "threshold_fit": fit_manifest(rule, good_scores, len(folds), bad_report),

@@ -48,13 +48,21 @@ def test_cross_scores_give_each_image_one_score_from_a_bank_without_it():
 
 def test_leave_fold_out_banks_have_the_bank_size_and_none_of_their_fold():
     rng = np.random.default_rng(0)
-    cores = [rng.normal(size=(fold_size(40), 8)).astype(np.float32) + 100 * i for i in range(5)]
+    cores = [rng.normal(size=(fold_size(40, 5), 8)).astype(np.float32) + 100 * i for i in range(5)]
     banks = leave_fold_out_banks(cores, bank_size=40, proj_dim=8, seed=0)
-    assert fold_size(40) == 20 and len(banks) == 5
+    assert fold_size(40, 5) == 20 and len(banks) == 5
     for i, bank in enumerate(banks):
         assert bank.shape == (40, 8)  # 80 candidate vectors reduced to the stored bank's size
         fold_of = np.round(bank.mean(1) / 100).astype(int)  # which fold's coreset each came from
         assert i not in set(fold_of) and set(fold_of) == set(range(5)) - {i}  # greedy spreads over all others
+
+
+def test_every_fold_complement_holds_twice_the_bank_before_its_reduction():
+    # with 2 folds the other fold alone is the complement: its coreset must hold 2k, not k/2
+    assert [fold_size(1000, f) for f in (2, 3, 5, 10)] == [2000, 1000, 500, 223]
+    rng = np.random.default_rng(1)
+    cores = [rng.normal(size=(fold_size(30, 2), 4)).astype(np.float32) for _ in range(2)]
+    assert [len(b) for b in leave_fold_out_banks(cores, bank_size=30, proj_dim=4, seed=0)] == [30, 30]
 
 
 TAILS = {  # score-like distributions (positive, right-skewed or bounded), none of them a GPD
