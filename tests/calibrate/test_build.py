@@ -175,3 +175,14 @@ def test_named_preset_fills_the_settings_and_unknown_ones_are_refused(tmp_path):
         CalibrationSettings(images=tmp_path, output=tmp_path / "m", normalization="sRGB")
     with pytest.raises(ConfigError, match="reject-all-bad needs --bad-images"):
         CalibrationSettings(images=tmp_path, output=tmp_path / "m", threshold={"reject_all_bad": True})
+
+
+def test_few_good_images_warn_that_the_threshold_is_rough(bottle, tmp_path, caplog):
+    imgs = tmp_path / "few"
+    imgs.mkdir()
+    for p in list_images(bottle / "train/good")[:4]:
+        shutil.copy(p, imgs / p.name)
+    with caplog.at_level("WARNING", logger="calibrate.build"):
+        calibrate(CalibrationSettings(images=imgs, output=tmp_path / "m", coreset_ratio=0.05), progress=lambda *a: None)
+    warned = [r.getMessage() for r in caplog.records if "good images" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("only 4 good images: the threshold's false-reject estimate")
