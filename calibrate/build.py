@@ -5,11 +5,11 @@ Steps (each reported to `progress(stage, done, total)`):
 2. patch features through ONNX Runtime (the same graph the edge daemon runs);
 3. the bank: one greedy k-center coreset over every patch (ratio r), as PatchCore builds it;
 4. k-fold cross-scoring: split the images into round(1/holdout) folds; every image is scored
-   against a bank of the stored bank's size built without its fold (calibrate/crossval.py:
-   a coreset of half that size per fold, the other folds' coresets reduced by a second greedy
-   pass), so each good image gets exactly one held-out score, on the scale a new good part
-   gets against the stored bank. Cost grows with points x centres: five fold coresets over a
-   fifth of the patches with half the centres cost ~0.5x the main one. The fold coresets'
+   against a bank of the stored bank's size k built without its fold (calibrate/crossval.py:
+   a coreset of 2k/(F-1) per fold, k/2 for 5 folds, the other folds' coresets reduced to k by
+   a second greedy pass), so each good image gets exactly one held-out score, on the scale a
+   new good part gets against the stored bank. Cost grows with points x centres: five fold
+   coresets over a fifth of the patches with half the centres cost ~0.5x the main one. The fold coresets'
    union is not the stored bank: measured, it scored worse than one coreset over everything
    (tire image AUROC 0.66-0.68 vs 0.69-0.76 over 4 seeds; a good bottle above the 1% threshold);
 5. threshold from the cross-scores (calibrate/threshold.py: a target false-reject rate via a
@@ -132,8 +132,8 @@ def _map_fine(cfg, info, d: int, folds: list[np.ndarray], fold_banks: list[np.nd
     held = patches(folds[0])
     rng = np.random.default_rng(cfg.seed)
     sample = held[np.sort(rng.choice(len(held), size=min(len(held), 20_000), replace=False))]
-    others = fold_banks[0]
-    scale = fit_map_scale(sample, others, dims, cfg.map_fine_weight, make_search(others, len(sample)))
+    bank = fold_banks[0]  # fold 0's leave-fold-out bank: these patches are not in it
+    scale = fit_map_scale(sample, bank, dims, cfg.map_fine_weight, make_search(bank, len(sample)))
     return dims, float(cfg.map_fine_weight), round(scale, 6)
 
 

@@ -88,18 +88,16 @@ def test_a_config_path_that_cannot_be_read_is_one_line(tmp_path):
         load_config(f)
 
 
+LINE = "mqtt: {prefix: line}\ncameras: [{name: c, source: 0, model: m}]\n"
+
+
 def test_max_false_reject_stays_below_one_half(tmp_path):
-    f = tmp_path / "d.yaml"
-    f.write_text("mqtt: {prefix: line}\ncameras: [{name: c, source: 0, model: m}]\n"
-                 "recalibration: {max_false_reject: 0.5}\n")
     with pytest.raises(ConfigError, match="recalibration.max_false_reject"):
-        load_config(f)
+        load_config(_cfg(tmp_path, LINE + "recalibration: {max_false_reject: 0.5}\n"))
 
 
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
-    f = tmp_path / "d.yaml"
-    f.write_text("mqtt: {prefix: line}\ncameras: [{name: c, source: 0, model: m}]\n"
-                 "recalibration: {max_false_reject: 0.05}\nmqtt: {prefix: other}\n")
+    f = _cfg(tmp_path, LINE + "recalibration: {max_false_reject: 0.05}\nmqtt: {prefix: other}\n")
     with pytest.raises(ConfigError, match=r"key 'mqtt' is given twice in one mapping \(line 4\)"):
         load_config(f)
     f.write_text("cameras: [{name: c, source: 0, model: m, fps: 5, fps: 50}]\n")
