@@ -115,7 +115,7 @@ def fit_map_scale(patches: np.ndarray, bank: np.ndarray, dims: int, weight: floa
 class Scored:
     """One image's PatchCore result in model units (before thresholding)."""
 
-    score: float  # image score (max patch distance, or eq. 7)
+    score: float  # image score (the mean of the top_k patch distances, 1: the max; or eq. 7)
     patch_scores: np.ndarray  # (h, w)
     map_scores: np.ndarray | None = None  # (h, w) what the anomaly map draws; None: patch_scores
 
