@@ -99,8 +99,8 @@ class CalibrationResult:
 FEW_GOOD = 100
 
 
-def _fold_coresets(folds: list[np.ndarray], patches, per_image: int, bank_size: int, cfg: CalibrationSettings,
-                   progress: Progress | None) -> list[np.ndarray]:
+def leave_fold_out_coresets(folds: list[np.ndarray], patches, per_image: int, bank_size: int,
+                            cfg: CalibrationSettings, progress: Progress | None) -> list[np.ndarray]:
     """Leave-fold-out banks (calibrate/crossval.py): a coreset of 2k/(F-1) per fold (seed + 1 +
     fold number), then each fold's complement reduced to the bank's size k; reported as one
     HOLDOUT stage."""
@@ -202,7 +202,7 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
                                      callback=cb)]
     del everything
     folds = kfold(n, folds_for_holdout(cfg.holdout), cfg.seed)
-    fold_banks = _fold_coresets(folds, patches, gh * gw, len(bank), cfg, progress)
+    fold_banks = leave_fold_out_coresets(folds, patches, gh * gw, len(bank), cfg, progress)
     timings["coreset"] = time.perf_counter() - t
 
     t = time.perf_counter()

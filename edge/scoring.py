@@ -137,7 +137,7 @@ def score_features(features: np.ndarray, search, bank: np.ndarray | None = None,
     return Scored(score=score, patch_scores=dist.reshape(h, w), map_scores=maps.reshape(h, w))
 
 
-def _nearest_many(features: np.ndarray, search) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def nearest_many(features: np.ndarray, search) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B, D, h, w) features -> patches (B*h*w, D), 1-NN distances and indices (B*h*w,): one search."""
     d = features.shape[1]
     patches = np.ascontiguousarray(features.transpose(0, 2, 3, 1).reshape(-1, d))
@@ -149,7 +149,7 @@ def score_and_map_many(features: np.ndarray, search, bank: np.ndarray, fine: tup
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(patch scores (B, h, w), map scores (B, h, w)) for a batch, with one search call."""
     b, _, h, w = features.shape
-    patches, dist, idx = _nearest_many(features, search)
+    patches, dist, idx = nearest_many(features, search)
     return dist.reshape(b, h, w), map_scores(patches, dist, idx, bank, fine).reshape(b, h, w)
 
 
@@ -157,7 +157,7 @@ def score_many(features: np.ndarray, search, reweight: bool = False,
                bank: np.ndarray | None = None, top_k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(image scores (B,), patch scores (B, h, w)) for a batch, with one search call."""
     b, d, h, w = features.shape
-    patches, dist, idx = _nearest_many(features, search)
+    patches, dist, idx = nearest_many(features, search)
     dist = dist.reshape(b, h * w)
     maps = dist.reshape(b, h, w)
     if not reweight:
