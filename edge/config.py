@@ -41,6 +41,25 @@ PREFIX_MAX = 128
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*")
 
 
+# A client id goes into the CONNECT packet as is: a NUL or control character makes the broker
+# drop every connection (a reconnect loop). Printable ASCII only; brokers accept ids well past
+# MQTT 3.1.1's guaranteed 23 characters, so the limit is only a sanity bound.
+CLIENT_ID_PATTERN = r"[!-~]+"
+CLIENT_ID_MAX = 128
+# A host name or an IPv4/IPv6 literal: no spaces, NUL (the resolver truncates at it) or '/'.
+HOST_PATTERN = r"[A-Za-z0-9.:_%\[\]-]+"
+
+
+def check_client_id(v: str) -> str:
+    if not re.fullmatch(CLIENT_ID_PATTERN, v) or len(v) > CLIENT_ID_MAX:
+        raise ValueError(f"must be 1-{CLIENT_ID_MAX} printable ASCII characters without spaces (a control character "
+                         f"makes the broker drop the connection), got {v!r}")
+    return v
+# One frame a day is the slowest rate that makes sense; below it the capture's time
+# arithmetic (a sleep of 1/fps seconds) overflows.
+MIN_FPS = 1.0 / 86400
+
+
 class TlsConfig(Strict):
     ca: Path = Field(description="CA certificate file (PEM)")
     cert: Path | None = Field(None, description="client certificate (PEM), for mutual TLS")
@@ -48,9 +67,9 @@ class TlsConfig(Strict):
 
 
 class MqttConfig(Strict):
-    host: str = Field("127.0.0.1", description="broker host")
+    host: str = Field("127.0.0.1", description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port")
-    client_id: str = Field("patchcore-edge", min_length=1, description="MQTT client id")
+    client_id: str = Field("patchcore-edge", description="MQTT client id")
     prefix: str = Field("patchcore", min_length=1, max_length=PREFIX_MAX, description="topic prefix: levels of "
                         "letters, digits, '_', '.', ':', '-' separated by '/'")
     username: str | None = Field(None, description="broker user name")
@@ -62,6 +81,19 @@ class MqttConfig(Strict):
     buffer: int = Field(1000, ge=0, le=1_000_000, description="results kept while the broker is away")
     spool_max_mb: float = Field(16.0, ge=0, le=4096, description="results still undelivered at shutdown are "
                                 "spooled to state_dir up to this size (and mqtt.buffer messages); 0: none")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not re.fullmatch(HOST_PATTERN, v) or len(v) > 253:
+            raise ValueError(f"must be a host name or an IP address (letters, digits, '.', ':', '-', '[', ']'; "
+                             f"no spaces or control characters), got {v!r}")
+        return v
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str) -> str:
+        return check_client_id(v)
 
     @field_validator("prefix")
     @classmethod
@@ -122,6 +154,13 @@ class CameraConfig(Strict):
         except ConfigError as e:
             raise ValueError(str(e)) from None
 
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: float) -> float:
+        if v < MIN_FPS:
+            raise ValueError(f"must be at least one frame a day ({MIN_FPS:.3g}), got {v!r}")
+        return v
+
     @field_validator("roi")
     @classmethod
     def _roi_positive(cls, v):
@@ -174,8 +213,13 @@ class SparkplugConfig(Strict):
     edge_node_id: str = Field(description="Sparkplug edge node id of this station", pattern=SPARKPLUG_ID)
     primary_host_id: str | None = Field(None, pattern=SPARKPLUG_ID, description="wait for this host "
                                         "application's STATE online before birthing; re-birth when it returns")
-    client_id: str | None = Field(None, min_length=1, description="MQTT client id of the Sparkplug session "
+    client_id: str | None = Field(None, description="MQTT client id of the Sparkplug session "
                                   "(default: <mqtt.client_id>-spb); it needs its own session for the NDEATH will")
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str | None) -> str | None:
+        return None if v is None else check_client_id(v)
 
 
 class PrometheusConfig(Strict):
@@ -267,6 +311,8 @@ def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:
     elif not cfg.state_dir.is_absolute():
         cfg.state_dir = (base / cfg.state_dir).resolve()
     rc = cfg.recalibration
+    if rc.work_dir is not None and not rc.work_dir.is_absolute():  # the daemon's cwd is / under systemd
+        rc.work_dir = (base / rc.work_dir).resolve()
     if rc.secret_file and not rc.secret_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):
         rc.secret_file = (base / rc.secret_file).resolve()
     if cfg.web.token_file and not cfg.web.token_file.is_absolute() and not os.environ.get("CREDENTIALS_DIRECTORY"):

@@ -131,3 +131,38 @@ def test_bools_numbers_and_yaml_off_still_read_as_before(tmp_path):
     cam = cfg.cameras[0]
     assert (cfg.mqtt.port, cfg.mqtt.spool_max_mb, cfg.exit_when_done) == (1884, 2.0, True)
     assert (cam.source, cam.loop, cam.fps, cam.heatmap.mode) == ("1", True, 5.0, "off")
+
+
+@pytest.mark.parametrize("text, key", [
+    ('mqtt: {client_id: "a\\0b"}', r"mqtt\.client_id: .*printable ASCII"),  # the broker dropped every CONNECT
+    ('mqtt: {client_id: "two words"}', r"mqtt\.client_id"),
+    ("mqtt: {client_id: " + "x" * 129 + "}", r"mqtt\.client_id"),
+    ('mqtt: {host: "broker\\0.evil"}', r"mqtt\.host: .*host name or an IP"),  # the resolver cut it at the NUL
+    ('mqtt: {host: "a b"}', r"mqtt\.host"),
+    ('sparkplug: {group_id: g, edge_node_id: n, client_id: "a\\nb"}', r"sparkplug\.client_id"),
+])
+def test_client_ids_and_hosts_with_control_characters_are_refused(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(_cfg(tmp_path, f"{text}\ncameras: [{{name: a, source: 0, model: m}}]\n"))
+
+
+def test_usual_hosts_and_client_ids_are_accepted(tmp_path):
+    for host, cid in (("broker.plant.local", "line-1/cam_a"), ("::1", "x" * 128), ("[fe80::1%eth0]", "a"),
+                      ("10.0.0.7", "station:7")):
+        cfg = load_config(_cfg(tmp_path, f'mqtt: {{host: "{host}", client_id: "{cid}"}}\n'
+                                         "cameras: [{name: a, source: 0, model: m}]\n"))
+        assert (cfg.mqtt.host, cfg.mqtt.client_id) == (host, cid)
+
+
+def test_fps_below_one_frame_a_day_is_refused(tmp_path):
+    # 1e-300 frames/s overflowed the capture thread's time arithmetic and killed it silently
+    with pytest.raises(ConfigError, match=r"cameras\.0\.fps: .*one frame a day"):
+        load_config(_cfg(tmp_path, "cameras: [{name: a, source: 0, model: m, fps: 1.0e-300}]\n"))
+    assert load_config(_cfg(tmp_path, "cameras: [{name: a, source: 0, model: m, fps: 0.0001}]\n"))
+
+
+def test_relative_recalibration_work_dir_is_relative_to_the_file(tmp_path, monkeypatch):
+    # it was resolved against the daemon's working directory ('/' under systemd)
+    monkeypatch.chdir("/")
+    cfg = load_config(_cfg(tmp_path, "recalibration: {work_dir: frames}\ncameras: [{name: a, source: 0, model: m}]\n"))
+    assert cfg.recalibration.work_dir == (tmp_path / "frames").resolve()
