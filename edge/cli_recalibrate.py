@@ -18,6 +18,9 @@ from .mqtt_link import MqttLink
 from .topics import Topics
 
 TERMINAL = ("active", "failed", "cancelled")
+# How long an unauthenticated refusal of our id waits for a signed answer before it counts: the
+# daemon answers a command it took within milliseconds (a status naming its id).
+UNAUTHENTICATED_GRACE_S = 10.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +49,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _wait(done: threading.Event, timeout: float, forged: dict, outcome: dict) -> bool:
+    """Wait for our outcome; an unauthenticated refusal of our id becomes the outcome only when
+    nothing signed about our command came within UNAUTHENTICATED_GRACE_S of it."""
+    end = time.monotonic() + timeout
+    while not done.wait(min(0.2, max(0.0, end - time.monotonic()))):
+        if "at" in forged and not outcome.get("heard") \
+                and time.monotonic() - forged["at"] >= UNAUTHENTICATED_GRACE_S:
+            print(json.dumps(forged["msg"]), flush=True)
+            outcome.update(forged["msg"])
+            return True
+        if time.monotonic() >= end:
+            return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.camera not in {c.name for c in cfg.cameras}:
@@ -72,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     topics = Topics(cfg.mqtt.prefix)
     done = threading.Event()
     outcome: dict = {}
+    forged: dict = {}  # an unauthenticated refusal naming our id: anybody could have sent it
 
     def on_status(topic: str, payload: bytes) -> None:
         if not outcome.get("sent"):
@@ -87,12 +106,21 @@ def run(args: argparse.Namespace) -> int:
         # the command topic) or another sender's is dropped from what we print and keep, and we
         # go on waiting: our command may be running, and a retry would apply it twice.
         if isinstance(rejected, dict) and rejected.get("id") == cmd_id:
+            if rejected.get("replay"):
+                return  # a second delivery of ours (QoS 1) or a copy: the first one's outcome counts
+            if rejected.get("authenticated") is not True:
+                # a payload that failed the hmac but quotes our id: ours if signed with a wrong
+                # secret, or a bystander's forgery; decided after UNAUTHENTICATED_GRACE_S
+                forged.setdefault("msg", msg)
+                forged.setdefault("at", time.monotonic())
+                return
             print(json.dumps(msg), flush=True)
             outcome.update(msg)
             done.set()
             return
         msg.pop("rejected", None)
         if cmd_id in (msg.get("id"), msg.get("cancel_id")):
+            outcome["heard"] = True  # the daemon took our signed command: a forged refusal is moot
             print(json.dumps(msg), flush=True)
             if msg.get("state") in TERMINAL or msg.get("cancel_id") == cmd_id:
                 outcome.update(msg)
@@ -106,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     time.sleep(0.3)  # the retained status arrives first; ours follow
     outcome["sent"] = True
     link.client.publish(topics.command(args.camera), encode(fields, secret, cfg.mqtt.prefix, args.camera), qos=1)
-    ok = done.wait(args.timeout)
+    ok = _wait(done, args.timeout, forged, outcome)
     link.stop()
     if not ok:
         print(f"no outcome within {args.timeout:.0f} s; the daemon may be down", file=sys.stderr)

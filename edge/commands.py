@@ -39,12 +39,23 @@ from .nobool import NoBoolNumbers
 
 FORMAT = 2
 MAX_PAYLOAD = 16 * 1024  # bytes; checked before anything else is done with a payload
+MAX_INT_DIGITS = 20
 _HEX = frozenset(b"0123456789abcdef")
 _CLAIMED_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
 
 
 class CommandError(ValueError):
-    """A malformed or unauthorised command; the message goes to the status topic."""
+    """A malformed or unauthorised command; the message goes to the status topic.
+
+    `authenticated`: the refusal came after the hmac verified, so the id it names is the signed
+    one (the CLI ends on such a refusal; an unauthenticated one may be anybody's forgery of its
+    id). `replay`: the signed id was already used, e.g. a QoS 1 duplicate of a command that is
+    running: its sender waits for the first delivery's outcome instead."""
+
+    def __init__(self, message: str, authenticated: bool = False, replay: bool = False):
+        super().__init__(message)
+        self.authenticated = authenticated
+        self.replay = replay
 
 
 class Command(NoBoolNumbers):  # JSON true is no number: "coreset_ratio": true would keep every patch
@@ -56,16 +67,17 @@ class Command(NoBoolNumbers):  # JSON true is no number: "coreset_ratio": true w
     camera: str = Field(min_length=1, max_length=128)
     action: Literal["recalibrate", "rollback", "cancel", "threshold"]
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    ts: float
-    frames: int | None = Field(None, ge=3)
-    interval_s: float = Field(0.0, ge=0, le=3600)
+    # numbers must be JSON numbers: strict, so "12.0" (a string) is refused rather than read
+    ts: float = Field(strict=True)
+    frames: int | None = Field(None, ge=3, strict=True)
+    interval_s: float = Field(0.0, ge=0, le=3600, strict=True)
     images: Path | None = None
     bad_images: Path | None = None
-    coreset_ratio: float | None = Field(None, gt=0, le=1)
+    coreset_ratio: float | None = Field(None, gt=0, le=1, strict=True)
     layers: str | None = Field(None, pattern=r"^\d{1,2}(,\d{1,2}){0,3}$")  # strides, e.g. "8,16"; calibrate checks them
     version: str | None = Field(None, max_length=32, pattern=r"^v\d{4,}$")  # v0001 ... v10000 ...
-    value: float | None = Field(None, gt=0)
-    scale: float | None = Field(None, gt=0)  # bounded against the current threshold: edge/retune.py
+    value: float | None = Field(None, gt=0, strict=True)
+    scale: float | None = Field(None, gt=0, strict=True)  # bounded against the current threshold: edge/retune.py
 
     @field_validator("images", "bad_images")
     @classmethod
@@ -145,7 +157,35 @@ def parse(payload: bytes, secret: bytes | None, station: str, camera: str, max_a
         raise CommandError(disabled or "recalibration is disabled: set recalibration.secret_file in the daemon config")
     body = authenticate(payload, secret)
     try:
-        raw = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        return _validate(body, station, camera, max_age_s, max_frames, max_collect_s)
+    except CommandError as e:
+        e.authenticated = True
+        raise
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are unique: with "action" twice, which one a reader keeps is
+    the parser's choice, and the signer may have meant the other."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise CommandError(f"command body gives {k[:40]!r} twice; give each field once")
+        out[k] = v
+    return out
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:  # Python refuses > 4300 digits with an unhelpful message
+        raise CommandError(f"command body holds a {len(text)}-digit integer; numbers must be at most "
+                           f"{MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _validate(body: bytes, station: str, camera: str, max_age_s: float, max_frames: int, max_collect_s: float
+              ) -> Command:
+    try:
+        raw = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int,
+                         object_pairs_hook=_unique_keys)
     except CommandError:
         raise
     except RecursionError as e:

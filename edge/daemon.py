@@ -39,6 +39,7 @@ from .modeldir import load_model
 from .mqtt_link import MqttLink
 from .outputs import attach_outputs
 from .recalibrate import ModelDirs, Recalibrator
+from .refused_camera import RefusedCamera
 from .sdnotify import notify, watchdog_interval
 from .spool import load_spool, remove_spool, write_spool
 from .statedir import StateDir, default_state_dir
@@ -231,6 +232,7 @@ class Daemon:
         self.workers: dict[str, CameraWorker] = {}
         self.refused: dict[str, str] = {}
         self.recalibrators: dict[str, Recalibrator] = {}
+        self.refused_cameras: list[RefusedCamera] = []
         self.started = time.monotonic()
         self.state = StateDir(cfg.state_dir or default_state_dir(None))
         self.run_id = self.state.next_run_id()
@@ -250,6 +252,10 @@ class Daemon:
             except PatchcoreError as e:
                 log.error("camera %s refused: %s", cam.name, e)
                 self.refused[cam.name] = str(e)
+                # its commands are answered (why it is down), not left without an outcome
+                rc = RefusedCamera(cam.name, str(e), self.link, cfg.mqtt.prefix, cfg.recalibration, self.secret)
+                self.refused_cameras.append(rc)
+                self.link.handlers[self.link.topics.command(cam.name)] = rc.on_command
                 continue
             log.info("camera %s: model %s, backend %s, search %s", cam.name, inspector.model.version,
                      inspector.backend.describe(), inspector.search.name)
@@ -338,7 +344,7 @@ class Daemon:
         notify("STOPPING=1")
         if self.web is not None:
             self.web.stop()
-        for rc in self.recalibrators.values():
+        for rc in [*self.recalibrators.values(), *self.refused_cameras]:
             rc.stop()
         for w in self.workers.values():
             w.stop()

@@ -48,13 +48,14 @@ class SeenIds:
         with self.lock:
             if cmd_id in self.seen and self.seen[cmd_id] >= oldest_live:
                 raise CommandError(f"command id {cmd_id!r} was already used: a replay is refused; "
-                                   "send a new command with a new id")
+                                   "send a new command with a new id", authenticated=True, replay=True)
             if cmd_id not in self.seen and len(self.seen) >= MAX_IDS:
                 expired = sorted((t, k) for k, t in self.seen.items() if t < oldest_live)
                 for _, k in expired[: len(self.seen) - MAX_IDS + 1]:
                     del self.seen[k]
                 if len(self.seen) >= MAX_IDS:
-                    raise CommandError(f"{MAX_IDS} commands within max_age_s: refused until older ids expire")
+                    raise CommandError(f"{MAX_IDS} commands within max_age_s: refused until older ids expire",
+                                       authenticated=True)
             self.seen[cmd_id] = float(ts)
             try:
                 atomic_write_bytes(self.path, json.dumps(self.seen).encode())

@@ -127,9 +127,12 @@ class Recalibrator:
         self.link.publish(self.topic, json.dumps(payload), qos=1, retain=True, buffer=True)
 
     # -- commands ----------------------------------------------------------------------
-    def _reject(self, reason: str, ids: dict) -> None:
+    def _reject(self, reason: str, ids: dict, authenticated: bool = True, replay: bool = False) -> None:
+        """Answer a refused command on the status topic. `authenticated`: its hmac verified, so the
+        id is the sender's own; `replay`: that signed id was used before (commands.CommandError)."""
         if self.refusals.refused(reason):  # a flood is summarised in the log and counted, not answered each
-            self.publish(None, rejected={"reason": reason, **ids})
+            self.publish(None, rejected={"reason": reason, **ids, "authenticated": authenticated,
+                                         **({"replay": True} if replay else {})})
 
     def on_command(self, topic: str, payload: bytes) -> None:
         """paho's network thread: queue it (command_inbox.py); results must not wait for commands."""
@@ -143,11 +146,11 @@ class Recalibrator:
                         self.cfg.max_collect_s, self.disabled)
             self.seen.claim(cmd.id, cmd.ts, self.cfg.max_age_s)
         except CommandError as e:
-            self._reject(str(e), claimed_id(payload))
+            self._reject(str(e), claimed_id(payload), e.authenticated, e.replay)
             return
         except Exception as e:  # a parser bug must still answer the sender
             log.exception("camera %s: command handling crashed", name)
-            self._reject(f"internal error reading the command: {type(e).__name__}", claimed_id(payload))
+            self._reject(f"internal error reading the command: {type(e).__name__}", claimed_id(payload), False)
             return
         if cmd.action == "cancel":
             self._cancel(cmd)
@@ -318,7 +321,11 @@ class Recalibrator:
         else:
             total = cmd.frames
             frames = self._live_frames(cmd)
+            # at once, not after the first frame: a trigger-mode camera may take long, and the
+            # sender's CLI takes this signed status as "the command is ours and running"
+            self.publish("collecting", id=cmd.id, action="recalibrate", done=0, total=total, percent=0.0)
         n_train = n_held = 0
+        last = None
         for i, frame in enumerate(frames):
             frame = self.worker.crop(frame)
             dest = held if i % every == every - 1 else train
@@ -329,6 +336,7 @@ class Recalibrator:
                 raise RecalibrationFailed(f"cannot write frames to {dest} (disk full or read-only?)")
             n_held += dest is held
             n_train += dest is train
+            last = dest / f"{i:05d}.bmp"
             self._check_cancelled()
             if i % 10 == 0 or i == total - 1:
                 self.publish("collecting", id=cmd.id, action="recalibrate", done=i + 1, total=total,
@@ -336,6 +344,11 @@ class Recalibrator:
         if skipped and n_train + n_held < 3:
             raise RecalibrationFailed(f"only {n_train + n_held} of {total} images in {cmd.images} could be read "
                                       f"(unreadable: {', '.join(skipped[:3])}); at least 3 are needed")
+        if n_held == 0 and last is not None and n_train >= 3:
+            # fewer frames than 1/validation_fraction: without this the new model went live
+            # unvalidated (3 frames activated a 3.6x threshold); hold out the last one
+            last.rename(held / last.name)
+            n_train, n_held = n_train - 1, 1
         return n_train, n_held
 
     def _live_frames(self, cmd: Command):

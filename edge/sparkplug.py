@@ -58,6 +58,9 @@ from .config import MqttConfig, SparkplugConfig
 from .files import atomic_write_bytes
 from .mqtt_link import make_client
 
+# how far ahead of the station's clock a host's STATE timestamp may be (clock skew, not years)
+STATE_MAX_AHEAD_MS = 86_400_000
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "spBv1.0"
@@ -231,11 +234,17 @@ class SparkplugNode:
         try:
             state = json.loads(payload)
             online, ts = state["online"], state.get("timestamp", 0)
-            if not isinstance(online, bool) or not isinstance(ts, int):
+            if not isinstance(online, bool) or not isinstance(ts, int) or isinstance(ts, bool):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             log.warning("Sparkplug: ignored STATE from %s: expected JSON {\"online\": true|false, \"timestamp\": ms}",
                         self.cfg.primary_host_id)
+            return
+        if ts > now_ms() + STATE_MAX_AHEAD_MS:
+            # "older than the newest seen" is how STATE is ordered: one far-future timestamp
+            # would make every real STATE after it look old, until a restart
+            log.warning("Sparkplug: ignored STATE from %s: its timestamp %d is more than a day ahead of this "
+                        "station's clock", self.cfg.primary_host_id, ts)
             return
         with self.lock:
             if ts < self.host_ts:

@@ -153,3 +153,46 @@ def test_secret_checked_once_with_a_reason(tmp_path, caplog):
     good.chmod(0o640)
     load_command_secret(RecalibrationConfig(secret_file=good))
     assert "mode 0640" in caplog.text and "chmod 600" in caplog.text
+
+
+def _body(**fields) -> str:
+    return json.dumps({"v": 2, "station": "line1", "camera": "cam", "id": "x1", "ts": time.time(), **fields})
+
+
+def test_a_field_given_twice_is_refused():
+    # {"action":"cancel","action":"threshold"} applied the threshold (the parser kept the last)
+    body = _body(action="cancel")[:-1] + ', "action": "threshold", "scale": 2}'
+    assert "gives 'action' twice" in _why(_signed_body(body))
+
+
+@pytest.mark.parametrize("field, value", [("scale", '"2.0"'), ("value", '"12"'), ("frames", '"5"'), ("ts", '"1"'),
+                                          ("frames", "5.0")])
+def test_numbers_must_be_json_numbers_of_the_right_kind(field, value):
+    fields = {"action": "threshold", "scale": 2} if field in ("scale", "ts") else \
+        {"action": "threshold", "value": 2} if field == "value" else {"action": "recalibrate", "frames": 5}
+    body = json.loads(_body(**fields))
+    body[field] = "@"
+    text = json.dumps(body).replace('"@"', value)
+    assert f"bad command field {field}" in _why(_signed_body(text))
+
+
+def test_a_huge_integer_is_refused_in_plain_words():
+    body = _body(action="recalibrate").replace('"action"', '"frames": ' + "9" * 5000 + ', "action"')
+    assert "5000-digit integer" in _why(_signed_body(body))
+
+
+def test_refusals_say_whether_the_id_is_the_signed_one():
+    with pytest.raises(CommandError) as e:  # unsigned: the id it quotes may be anybody's
+        _parse(b"x" + json.dumps({"id": "x1"}).encode())
+    assert e.value.authenticated is False and e.value.replay is False
+    with pytest.raises(CommandError) as e:  # signed, but for another camera: the id is the sender's own
+        _parse(encode({"action": "rollback", "id": "a1"}, SECRET, "line1", "cam"), camera="twin")
+    assert e.value.authenticated is True
+
+
+def test_a_replayed_id_is_marked_as_a_replay(tmp_path):
+    seen = SeenIds(tmp_path)
+    seen.claim("r1", time.time(), 120.0)
+    with pytest.raises(CommandError) as e:
+        seen.claim("r1", time.time(), 120.0)
+    assert e.value.authenticated and e.value.replay

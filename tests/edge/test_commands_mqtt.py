@@ -318,3 +318,91 @@ def test_threshold_cli_on_a_model_directory(small_model, tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and "positive finite" in r.stderr, r.stderr
     assert list_versions(model) == ["v0001", "v0002"]
+
+
+class Forger:
+    """A bystander on the command topic: for every signed command it sees, it publishes an
+    unsigned payload quoting the command's id (the daemon refuses it, naming that id) and a
+    copy of the signed bytes (as a QoS 1 redelivery would)."""
+
+    def __init__(self, prefix: str):
+        import paho.mqtt.client as mqtt
+
+        self.seen: set[str] = set()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"forger-{prefix[-8:]}")
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/cam/recalibrate", qos=1)
+        self.c.on_message = self._on
+        self.c.connect("127.0.0.1", 1883)
+        self.c.loop_start()
+
+    def _on(self, c, u, m):
+        if m.payload[64:65] != b"\n":
+            return
+        cmd_id = json.loads(m.payload[65:]).get("id")
+        if cmd_id in self.seen:
+            return
+        self.seen.add(cmd_id)
+        c.publish(m.topic, b"x" + json.dumps({"id": cmd_id}).encode(), qos=1)
+        c.publish(m.topic, m.payload, qos=1)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_cli_takes_the_signed_outcome_not_a_forged_or_duplicate_refusal(station, bottle):
+    # red team: a refusal of an unsigned payload quoting the CLI's id, or of a redelivered copy
+    # ("already used"), ended the CLI with "failed" while its command went on and succeeded
+    prefix, tmp, cfg, sub = station
+    imgs = tmp / "five"
+    imgs.mkdir()
+    for f in sorted((bottle / "train/good").glob("*.png"))[:5]:
+        (imgs / f.name).symlink_to(f)
+    p = start_daemon(cfg)
+    forger = Forger(prefix)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 2, 30)
+        r = subprocess.run([sys.executable, "-m", "patchcore_edge", "recalibrate", "--config", str(cfg),
+                            "--camera", "cam", "--images", str(imgs), "--timeout", "300"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=400)
+        assert r.returncode == 0, r.stderr + r.stdout + _why(sub, p)
+        final = json.loads(r.stdout.splitlines()[-1])
+        assert final["state"] == "active" and final["version"] == "v0002", final
+        assert list_versions(tmp / "cam") == ["v0001", "v0002"]  # applied once, not twice
+        mine = [x for x in _rejections(sub) if x.get("id") == final["id"]]
+        assert {"authenticated": False} in [{"authenticated": x["authenticated"]} for x in mine], mine
+        assert any(x.get("replay") and x["authenticated"] for x in mine), mine
+        # 5 images are fewer than 1 / validation_fraction: one is still held out and judged
+        training = load_model(tmp / "cam").manifest["training"]["images"]
+        assert training == 4, training
+    finally:
+        forger.close()
+        p.stop()
+
+
+def test_commands_for_a_camera_refused_at_start_are_answered(small_model, bottle, tmp_path):
+    # red team: a camera whose model was refused had no command handler: no answer at all
+    prefix = new_prefix()
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    broken = tmp_path / "broken"
+    shutil.copytree(small_model, broken)
+    (broken / "versions" / "v0001" / "manifest.json").write_text("{not json")
+    cams = [{"name": "cam", "source": str(bottle / "train/good"), "model": str(small_model), "fps": 5, "loop": True,
+             "heatmap": {"mode": "off"}},
+            {"name": "broken", "source": str(bottle / "train/good"), "model": str(broken), "fps": 5}]
+    cfg = write_config(tmp_path / "d.yaml", prefix, cams, recalibration={"secret_file": str(secret)})
+    sub = Collector(prefix)
+    p = start_daemon(cfg)
+    try:
+        assert sub.wait_for(lambda: len(sub.of("cam/result")) >= 1, 30), _why(sub, p)
+        rej = _refused(sub, prefix, encode({"action": "rollback", "id": "rb-1"}, SECRET, prefix, "broken"), p,
+                       camera="broken")
+        assert rej["id"] == "rb-1" and rej["authenticated"] is True and "not running" in rej["reason"], rej
+        assert "restart the daemon" in rej["reason"]
+        rej = _refused(sub, prefix, b"garbage", p, camera="broken")
+        assert rej["authenticated"] is False and "hmac" in rej["reason"], rej
+    finally:
+        p.stop()
+        sub.close()

@@ -144,6 +144,8 @@ def test_primary_host_state_buffered_history_and_will_on_kill(small_model, repla
         host.state(host_id, False, t0 + 10)
         assert host.wait_for(lambda: host.of("NDEATH"), 10)
         host.state(host_id, True, t0 + 5)
+        # a timestamp far ahead of the clock is ignored (it made every real STATE after it "older")
+        host.state(host_id, False, 99999999999999999999999)
         time.sleep(1.5)
         assert len(host.of("NBIRTH")) == 1
         host.state(host_id, True, t0 + 20)
