@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -13,6 +14,20 @@ from .knn import make_search
 from .modeldir import Model
 from .shapecheck import check_backbone_output
 from .scoring import image_scores, score_and_map_many, score_features, score_many
+
+# A frame whose image score is not finite (NaN from a bad bank, inf from an fp16 overflow) fails
+# and is published with this normalised score (score = threshold x this) and a `reason`: JSON has
+# no NaN, and a consumer reading `normalised_score > 1.0` must see a fail too.
+NONFINITE_NORMALISED = 1e6
+
+
+def judge(score: float, threshold: float) -> tuple[float, str, str | None]:
+    """(normalised score, verdict, reason): a non-finite score is never a pass."""
+    norm = score / threshold
+    if math.isfinite(norm):
+        return norm, ("fail" if norm > 1.0 else "pass"), None
+    return norm, "fail", (f"image score is {score} (not a finite number: NaN or overflow in the backbone or the "
+                          "model bank); judged fail")
 
 
 @dataclass
@@ -27,11 +42,18 @@ class Inspection:
     anomaly_map: np.ndarray  # (H, W): the input (or tiled canvas) resolution, blurred
     model_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None  # set when the score is not finite (see judge)
 
     def record(self) -> dict:
-        """The verdict as published: the daemon's result JSON and `infer`'s lines both start from it."""
-        return {"score": round(self.score, 5), "normalised_score": round(self.normalised, 5),
-                "threshold": round(self.threshold, 5), "verdict": self.verdict, "model_version": self.model_version}
+        """The verdict as published: the daemon's result JSON and `infer`'s lines both start from it.
+        Always valid JSON: a non-finite score is published as NONFINITE_NORMALISED with `reason`."""
+        if self.reason is None and math.isfinite(self.score) and math.isfinite(self.normalised):
+            return {"score": round(self.score, 5), "normalised_score": round(self.normalised, 5),
+                    "threshold": round(self.threshold, 5), "verdict": self.verdict,
+                    "model_version": self.model_version}
+        return {"score": round(self.threshold * NONFINITE_NORMALISED, 5), "normalised_score": NONFINITE_NORMALISED,
+                "threshold": round(self.threshold, 5), "verdict": "fail", "model_version": self.model_version,
+                "reason": self.reason or judge(self.score, self.threshold)[2]}
 
 
 class Inspector:
@@ -71,11 +93,10 @@ class Inspector:
         t3 = time.perf_counter()
         amap = geo.anomaly_map(maps)
         t4 = time.perf_counter()
-        norm = score / m.threshold
+        norm, verdict, reason = judge(score, m.threshold)
         return Inspection(
-            score=score, normalised=norm, threshold=m.threshold,
-            verdict="fail" if norm > 1.0 else "pass",
+            score=score, normalised=norm, threshold=m.threshold, verdict=verdict,
             patch_scores=patch_scores, anomaly_map=amap, model_version=m.version,
             timings_ms={"preprocess": (t1 - t0) * 1e3, "backbone": (t2 - t1) * 1e3, "knn": (t3 - t2) * 1e3,
-                        "map": (t4 - t3) * 1e3},
+                        "map": (t4 - t3) * 1e3}, reason=reason,
         )

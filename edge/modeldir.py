@@ -54,6 +54,10 @@ CORESET = "coreset.safetensors"
 ONNX = "backbone.onnx"
 CURRENT = "CURRENT"
 VERSIONS = "versions"
+# what exists to roll back (there is no `patchcore-edge rollback` subcommand)
+ROLL_BACK = ("roll back to an earlier version (daemon running: 'patchcore-edge recalibrate --config ... "
+             "--camera ... --rollback vNNNN'; stopped: write that version's name into CURRENT)")
+_IGNORED_LOGGED: set[str] = set()  # version entries already reported as ignored (logged once each)
 
 
 @dataclass
@@ -106,13 +110,27 @@ def utc_now() -> str:
 
 
 def list_versions(root: str | Path) -> list[str]:
-    """Complete versions in a model directory, oldest first."""
+    """Complete versions in a model directory, oldest first.
+
+    Only real directories count: a symlink or a file named like a version (versions/v0099 ->
+    elsewhere) is ignored and logged once, so it can never be the newest, be listed, or make
+    pruning delete a real version."""
     vdir = Path(root) / VERSIONS
     if not vdir.is_dir():
         return []
-    return sorted((p.name for p in vdir.iterdir()
-                   if VERSION_PATTERN.fullmatch(p.name) and p.is_dir() and (p / MANIFEST).is_file()),
-                  key=version_number)
+    found = []
+    for p in vdir.iterdir():
+        if not VERSION_PATTERN.fullmatch(p.name):
+            continue
+        if p.is_symlink() or not p.is_dir():
+            if str(p) not in _IGNORED_LOGGED:
+                _IGNORED_LOGGED.add(str(p))
+                log.warning("%s is %s, not a version directory: ignored (remove it)", p,
+                            "a symlink" if p.is_symlink() else "not a directory")
+            continue
+        if (p / MANIFEST).is_file():
+            found.append(p.name)
+    return sorted(found, key=version_number)
 
 
 def version_number(name: str) -> int:
@@ -124,7 +142,7 @@ def check_version_name(name: str, root: str | Path) -> str:
     """`name` if it is a version name (v0001 ...), else ModelError (CURRENT or a command said it)."""
     if not isinstance(name, str) or not VERSION_PATTERN.fullmatch(name):
         raise ModelError(f"model directory {root}: {name!r} is not a version name (v0001, v0002, ...); "
-                         f"fix {Path(root) / CURRENT} or roll back with 'patchcore-edge rollback'")
+                         f"fix {Path(root) / CURRENT} (write an existing version's name into it)")
     return name
 
 
@@ -132,10 +150,14 @@ def version_dir(root: str | Path, name: str) -> Path:
     """versions/<name> of this model directory, refusing names or symlinks that lead elsewhere."""
     check_version_name(name, root)
     try:
-        return inside(Path(root) / VERSIONS, name)
+        path = inside(Path(root) / VERSIONS, name)
     except ConfigError as e:
         raise ModelError(f"model directory {root}: version {name} resolves outside {Path(root) / VERSIONS}; "
                          "refused (a symlink?)") from e
+    if path.is_symlink():
+        raise ModelError(f"model directory {root}: {path} is a symlink, not a version directory; refused "
+                         f"(remove it; versions: {list_versions(root)})")
+    return path
 
 
 def current_version(root: str | Path) -> str | None:
@@ -176,7 +198,8 @@ def write_version(root: str | Path, manifest: dict[str, Any], bank: np.ndarray, 
         vdir.mkdir(parents=True, exist_ok=True)
         os.chmod(vdir, DIR_MODE)
     remove_stale(root)
-    existing = list_versions(root)
+    # numbered past every version-named entry, ignored ones too (a stray symlink must not block the rename)
+    existing = [p.name for p in vdir.iterdir() if VERSION_PATTERN.fullmatch(p.name)]
     number = 1 + max((version_number(v) for v in existing), default=0)
     name = f"v{number:04d}"
     tmp = Path(tempfile.mkdtemp(dir=vdir, prefix=".tmp-"))
@@ -240,7 +263,7 @@ def resolve_version_dir(path: str | Path, version: str | None = None) -> Path:
     vpath = version_dir(path, name)
     if not (vpath / MANIFEST).is_file():
         raise ModelError(f"model directory {path}: version {name!r} is missing; "
-                         f"available: {list_versions(path)} (roll back with 'patchcore-edge rollback')")
+                         f"available: {list_versions(path)}; {ROLL_BACK}")
     return vpath
 
 
@@ -270,6 +293,27 @@ def _check_manifest_hash(vpath: Path, manifest_bytes: bytes, manifest: dict) -> 
                          f"{MANIFEST_HASH}); refused: roll back or recalibrate")
 
 
+def _check_identity(vpath: Path, spec: Manifest, geo: Geometry) -> None:
+    """What the typed manifest cannot check alone: its version against its folder, its file
+    names against its folder, and score_top_k against the patch grid."""
+    where = vpath / MANIFEST
+    if not VERSION_PATTERN.fullmatch(spec.version):
+        raise ModelError(f"{where}: version {spec.version!r} is not a version name (v0001, ...); recalibrate")
+    if VERSION_PATTERN.fullmatch(vpath.name) and spec.version != vpath.name:
+        raise ModelError(f"{where} says version {spec.version!r} but lies in folder {vpath.name!r} (results "
+                         f"would carry the wrong model_version); refused: {ROLL_BACK} or recalibrate")
+    for fname in spec.files:
+        if fname in ("", ".", "..", MANIFEST, MANIFEST_HASH) or Path(fname).name != fname or "\\" in fname \
+                or "\0" in fname:
+            raise ModelError(f"{where}: files names {fname!r}, which is not a plain file name inside {vpath}; "
+                             f"refused: {ROLL_BACK} or recalibrate")
+    patches = spec.grid[0] * spec.grid[1] * geo.tiles
+    if spec.score_top_k > patches:
+        raise ModelError(f"{where}: score_top_k {spec.score_top_k} exceeds the {patches} patches a frame has "
+                         f"(grid {spec.grid[0]}x{spec.grid[1]} x {geo.tiles} tile(s)); recalibrate with a "
+                         "smaller --score-top-k")
+
+
 def load_model(path: str | Path, version: str | None = None, verify: bool = True) -> Model:
     """Load and verify a model version (format, hashes, shapes); ModelError says what is wrong."""
     from safetensors.numpy import load_file
@@ -291,11 +335,19 @@ def load_model(path: str | Path, version: str | None = None, verify: bool = True
                          "patchcore-edge")
     if verify:
         _check_manifest_hash(vpath, manifest_bytes, manifest)
-    Geometry.from_manifest(manifest)  # input size / tiling readable (ModelError otherwise)
+    geo = Geometry.from_manifest(manifest)  # input size / tiling readable (ModelError otherwise)
     spec = parse_manifest(manifest, str(vpath / MANIFEST))  # every field inspection reads, typed
+    _check_identity(vpath, spec, geo)
     if verify:
-        for fname, digest in manifest["files"].items():
+        unlisted = [f for f in (CORESET, ONNX) if f not in spec.files]
+        if unlisted:
+            raise ModelError(f"{vpath / MANIFEST}: files does not list {unlisted}, so they cannot be verified; "
+                             f"refused: {ROLL_BACK} or recalibrate")
+        for fname, digest in spec.files.items():
             f = vpath / fname
+            if f.is_symlink():
+                raise ModelError(f"{f} is a symlink; a version's files must be plain files inside {vpath}; "
+                                 f"refused: {ROLL_BACK} or recalibrate")
             if not f.is_file():
                 raise ModelError(f"{f} is missing; the model directory is incomplete, roll back or recalibrate")
             if sha256_file(f) != digest:
@@ -307,4 +359,10 @@ def load_model(path: str | Path, version: str | None = None, verify: bool = True
     if bank.ndim != 2 or bank.shape != (spec.coreset_size, spec.feature_dim):
         raise ModelError(f"{vpath / CORESET} has shape {bank.shape}, manifest says "
                          f"({spec.coreset_size}, {spec.feature_dim}); recalibrate")
+    finite = np.isfinite(bank).all(axis=1)
+    if not finite.all():  # one NaN row made every score NaN, and NaN > 1.0 is False: every frame passed
+        rows = np.flatnonzero(~finite)
+        raise ModelError(f"{vpath / CORESET}: {rows.size} of {bank.shape[0]} bank vectors hold NaN or "
+                         f"infinity (first: row {rows[0]}); this bank cannot judge frames, refused: {ROLL_BACK} "
+                         "or recalibrate")
     return Model(path=vpath, manifest=manifest, bank=np.ascontiguousarray(bank, dtype=np.float32), spec=spec)

@@ -29,7 +29,7 @@ import torch
 from ..backends.torch_backend import TorchBackend
 from ..heatmap import encode_jpeg as cpu_encode_jpeg
 from ..heatmap import overlay as cpu_overlay
-from ..inspector import Inspection
+from ..inspector import Inspection, judge
 from ..modeldir import Model
 from ..scoring import REWEIGHT_NEIGHBOURS
 from ..shapecheck import check_backbone_output
@@ -62,9 +62,8 @@ class ResidentInspection(Inspection):
 
     def __init__(self, score: float, threshold: float, model_version: str, patch: torch.Tensor,
                  amap: torch.Tensor, frame: torch.Tensor, timings_ms: dict[str, float], stream=None):
-        norm = score / threshold
+        norm, self.verdict, self.reason = judge(score, threshold)  # a non-finite score fails
         self.score, self.normalised, self.threshold = score, norm, threshold
-        self.verdict = "fail" if norm > 1.0 else "pass"
         self.model_version, self.timings_ms = model_version, timings_ms
         self.device_patch, self.device_map, self.device_frame = patch, amap, frame
         self.stream = stream  # the CUDA stream that wrote the tensors: readers queue behind it

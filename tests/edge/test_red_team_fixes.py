@@ -16,7 +16,8 @@ import pytest
 
 from edge.commands import CommandError, encode, parse
 from edge.errors import ModelError
-from edge.modeldir import CURRENT, VERSIONS, current_version, list_versions, load_model, prune, write_version
+from edge.modeldir import (CURRENT, MANIFEST, MANIFEST_HASH, VERSIONS, current_version, list_versions, load_model,
+                           manifest_hash_line, prune, write_version)
 from edge.nonces import MAX_IDS, SeenIds
 from edge.retune import new_threshold
 
@@ -31,6 +32,17 @@ def _outcome(sub, p, cmd_id, timeout=240) -> dict:
                 or (m.get("rejected") or {}).get("id") == cmd_id]
     assert sub.wait_for(lambda: mine(), timeout), _why(sub, p)
     return mine()[-1]
+
+
+def _copy_version(vdir, src: str, dst: str) -> None:
+    """versions/src copied to versions/dst with its manifest's "version" (and hash) saying dst:
+    a manifest whose version is not its folder's name is refused at load."""
+    shutil.copytree(vdir / src, vdir / dst)
+    man = json.loads((vdir / dst / MANIFEST).read_text())
+    man["version"] = dst
+    data = json.dumps(man, indent=2).encode()
+    (vdir / dst / MANIFEST).write_bytes(data)
+    (vdir / dst / MANIFEST_HASH).write_bytes(manifest_hash_line(data))
 
 
 def _more_versions(model, n: int) -> None:
@@ -174,7 +186,7 @@ def test_8_11_daemon_refuses_a_blinding_threshold_and_orders_versions_past_v9999
     prefix, model, cfg = recalibration_station(tmp_path, small_model, bottle, SECRET, keep_versions=3)
     vdir = model / VERSIONS
     for n in (9998, 9999, 10000, 10001):
-        shutil.copytree(vdir / "v0001", vdir / f"v{n}")  # the manifest's "version" says v0001: fine to load
+        _copy_version(vdir, "v0001", f"v{n}")
     shutil.rmtree(vdir / "v0001")
     (model / CURRENT).write_text("v10000\n")
     assert list_versions(model) == ["v9998", "v9999", "v10000", "v10001"]
@@ -207,7 +219,7 @@ def test_11_prune_and_offline_threshold_keep_the_newest_by_number(small_model, t
     shutil.copytree(small_model, model)
     vdir = model / VERSIONS
     for n in (9998, 9999, 10000, 10001):
-        shutil.copytree(vdir / "v0001", vdir / f"v{n}")
+        _copy_version(vdir, "v0001", f"v{n}")
     shutil.rmtree(vdir / "v0001")
     (model / CURRENT).write_text("v10001\n")
     r = subprocess.run([sys.executable, "-m", "patchcore_edge", "threshold", "--model", str(model),
