@@ -6,7 +6,9 @@ waits until the previous frame was taken instead of dropping it, so a replay jud
 frame however slow the machine is. The capture thread drops (and counts) a frame that was not
 consumed before the next one arrived, reconnects with exponential backoff when the source
 fails to open or dies, and a watchdog reopens a stream whose last frame is older than the
-stall timeout.
+stall timeout. Any other failure of a source (a decoder that raises, a bug) does not end the
+thread: the camera goes `offline` with a one-line reason (traceback logged once) and is retried
+with the same backoff. Sources are shown with their credentials hidden (edge/redact.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import numpy as np
 from .errors import ImageError, PatchcoreError
 from .image_size import check_size
 from .preprocess import IMAGE_EXTENSIONS, list_images, read_image, to_bgr8
+from .redact import redact
 from .threadprio import CAPTURE_NICE, lower_this_thread
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,8 @@ class OpenCVSource(FrameSource):
         self.cap = cv2.VideoCapture(self.source)
         if not self.cap.isOpened():
             self.cap.release()
-            raise CameraError(f"cannot open camera source {self.source!r}: check the device index/URL and that no "
-                              "other process holds it")
+            raise CameraError(f"cannot open camera source {redact(repr(self.source))}: check the device index/URL "
+                              "and that no other process holds it")
 
     def read(self) -> np.ndarray | None:
         ok, frame = self.cap.read()
@@ -75,7 +79,7 @@ class OpenCVSource(FrameSource):
         if not ok:
             return None
         try:  # a stream of 1x1 or gigapixel frames is a broken source, not something to judge
-            check_size(frame.shape[1], frame.shape[0], f"frame from {self.source!r}")
+            check_size(frame.shape[1], frame.shape[0], f"frame from {redact(repr(self.source))}")
         except ImageError as e:
             raise CameraError(str(e)) from e
         return to_bgr8(frame)
@@ -162,6 +166,19 @@ def make_source(source: str | int, loop: bool = False) -> FrameSource:
     return OpenCVSource(source, loop)
 
 
+# Longest pause between two paced frames, whatever the fps: a tiny fps (1e-300) made the
+# pace overflow the clock arithmetic and killed the thread; a day still replays "very slowly".
+MAX_PACE_S = 86400.0
+
+
+def _one_line(e: BaseException) -> str:
+    """An unexpected exception as one short line for `camera_error` (credentials hidden)."""
+    text = " ".join(str(e).split())
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return redact(f"capture failed: {type(e).__name__}" + (f": {text}" if text else ""))
+
+
 class Capture(threading.Thread):
     """Reads a source continuously and keeps only the newest frame for the consumer."""
 
@@ -170,7 +187,7 @@ class Capture(threading.Thread):
         super().__init__(name=f"capture-{name}", daemon=True)
         self.camera, self.source = name, source
         # replayed files are paced at the target rate; live sources deliver at their own rate
-        self.pace = 1.0 / fps if source.finite else 0.0
+        self.pace = min(1.0 / fps, MAX_PACE_S) if source.finite and fps > 0 else 0.0
         self.stall_timeout_s, self.backoff_max_s = stall_timeout_s, backoff_max_s
         # replays judge every frame (back-pressure); live sources and triggered cameras
         # always get the newest frame
@@ -194,6 +211,7 @@ class Capture(threading.Thread):
             self.cond.notify_all()
 
     def _set_status(self, status: str, error: str | None = None) -> None:
+        error = redact(error) if error else error  # it is logged, published (stats) and served (web)
         if status != self.status:
             log.info("camera %s: %s%s", self.camera, status, f" ({error})" if error else "")
         self.status, self.error = status, error
@@ -203,27 +221,29 @@ class Capture(threading.Thread):
     def run(self) -> None:
         lower_this_thread(self.nice)  # decode in the gaps between frames, not during one
         backoff = 0.5
+        logged: str | None = None  # the last unexpected failure whose traceback was logged
         while not self._halt.is_set():
             try:
                 self.source.open()
-            except CameraError as e:
-                self._set_status("offline", str(e))
-                self._halt.wait(backoff)
-                backoff = min(backoff * 2, self.backoff_max_s)
-                self.reconnects += 1
-                continue
-            self._set_status("online")
-            try:
+                self._set_status("online")
                 ended = self._read_loop()
-            except CameraError as e:  # a source that opened but yields nothing usable
-                self.source.close()
-                self._set_status("offline", str(e))
+            except Exception as e:  # noqa: BLE001 - the thread must not die: say why and retry
+                if isinstance(e, CameraError):  # a source that does not open or yields nothing usable
+                    reason = str(e)
+                else:  # a decoder that raised, arithmetic, a bug: same handling, traceback logged once
+                    reason = _one_line(e)
+                    if reason != logged:  # its message may quote the source: the traceback is redacted too
+                        trace = redact("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+                        log.error("camera %s: %s; retrying with backoff\n%s", self.camera, reason, trace.rstrip())
+                        logged = reason
+                self._close_quietly()
+                self._set_status("offline", reason)
                 self._halt.wait(backoff)
                 backoff = min(backoff * 2, self.backoff_max_s)
                 self.reconnects += 1
                 continue
             backoff = 0.5
-            self.source.close()
+            self._close_quietly()
             if ended:
                 self._set_status("ended")
                 return
@@ -231,6 +251,12 @@ class Capture(threading.Thread):
                 self.reconnects += 1
                 self._set_status("offline", "stream stalled or died; reconnecting")
         self._set_status("stopped")
+
+    def _close_quietly(self) -> None:
+        try:
+            self.source.close()
+        except Exception as e:  # noqa: BLE001 - closing a broken source must not end the thread
+            log.warning("camera %s: closing the source failed: %s", self.camera, _one_line(e))
 
     def _read_loop(self) -> bool:
         """Read until stopped (False), the finite source ends (True) or the stream stalls (False)."""

@@ -15,6 +15,11 @@ from .errors import ImageError
 
 MAX_PIXELS = 64_000_000  # 64 MP: above any industrial camera in use here (a 900x900 frame is 0.8 MP)
 MIN_SIDE = 32  # below this the network sees only interpolated blur
+# Largest image file read at all: an uncompressed MAX_PIXELS image with 4 channels of 16 bits
+# (BMP/TIFF/PPM without compression, the worst real case) plus 16 MiB for headers and metadata.
+# Checked from the file size before a byte is read: a 2 GiB file (sparse, or a mislabelled
+# video) was read whole into memory and then made OpenCV's decoder assert.
+MAX_FILE_BYTES = MAX_PIXELS * 4 * 2 + 16 * 2**20
 
 
 def check_size(width: int, height: int, what: str) -> None:
@@ -25,6 +30,13 @@ def check_size(width: int, height: int, what: str) -> None:
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"{what} is only {width}x{height} px; at least {MIN_SIDE} px a side is needed "
                          "for a meaningful verdict")
+
+
+def check_file_size(size: int, what: str) -> None:
+    """ImageError when a file is larger than any image within the pixel limit can be."""
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{what} is {size / 2**20:.0f} MiB, more than the {MAX_FILE_BYTES / 2**20:.0f} MiB an image "
+                         f"of at most {MAX_PIXELS / 1e6:.0f} MP can take; not read (downscale it or crop it first)")
 
 
 def check_file_header(path: str | Path) -> None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
-from .image_size import check_file_header, check_size
+from .image_size import check_file_header, check_file_size, check_size
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -36,11 +36,19 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as BGR uint8; ImageError with the path if it cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    if data is None:
+    if not Path(path).is_file():
         raise ImageError(f"image {path} does not exist")
-    check_file_header(path)  # refuse a huge image before decoding it
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        check_file_size(Path(path).stat().st_size, f"image {path}")  # before reading a byte of it
+        check_file_header(path)  # refuse a huge image before decoding it
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:  # no permission, removed meanwhile, an I/O error
+        raise ImageError(f"cannot read image {path}: {e.strerror or e}") from None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:  # the decoder asserts on some malformed inputs instead of returning None
+        why = (str(e).strip().splitlines() or ["OpenCV error"])[-1][:200]
+        raise ImageError(f"cannot decode {path}: OpenCV's decoder failed ({why})") from None
     if img is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV reads (png, jpg, bmp, tiff) or truncated")
     check_size(img.shape[1], img.shape[0], f"image {path}")
