@@ -15,6 +15,7 @@ logged with its traceback once per distinct error; `no_result_s` says how long a
 been taking frames without producing a result (what `patchcore-edge status` judges).
 
 Exit codes: 0 stopped by a signal or every finite source ended (exit_when_done);
+4 every source ended but a camera's frames could not be judged (its roi does not fit);
 2 bad config (or a state dir in use by another daemon); 3 no camera could start.
 """
 
@@ -49,7 +50,7 @@ from . import web
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_CONFIG, EXIT_NO_CAMERA = 0, 2, 3
+EXIT_OK, EXIT_CONFIG, EXIT_NO_CAMERA, EXIT_SOURCE_ERROR = 0, 2, 3, 4
 
 
 class CameraWorker(threading.Thread):
@@ -216,6 +217,8 @@ class CameraWorker(threading.Thread):
         camera, error = c.status, c.error
         if self.error and camera == "online":
             camera, error = "error", self.error
+        elif self.error and camera == "ended":  # the final stats keep why no frame was judged
+            error = self.error
         waiting = self.waiting_since
         no_result_s = round(time.monotonic() - waiting, 1) if waiting is not None else 0.0
         return {"camera": camera, "camera_error": error, "frames": c.frames, "dropped": c.dropped,
@@ -321,6 +324,11 @@ class Daemon:
                 next_stats += self.cfg.stats_interval_s
             if self.cfg.exit_when_done and all(w.done for w in self.workers.values()):
                 log.info("every source has ended; stopping")
+                failed = [n for n, w in self.workers.items() if w.error]
+                if failed:  # a replay that judged nothing must not look like a clean run
+                    log.error("source(s) ended with an error: %s", "; ".join(
+                        f"{n}: {self.workers[n].error}" for n in failed))
+                    return self.shutdown() or EXIT_SOURCE_ERROR
                 break
         return self.shutdown()
 

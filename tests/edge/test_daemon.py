@@ -155,3 +155,24 @@ def test_broker_restart_loses_no_result(small_model, replay, tmp_path):
     assert dedup == list(range(1, len(dedup) + 1)), "\n".join(
         [f"ids {ids}", "daemon:", *[ln for ln in err.splitlines() if "mqtt" in ln.lower()], "broker:",
          *[ln for ln in log if "PUBLISH" not in ln or "line/result" in ln][-150:]])
+
+
+def test_a_replay_whose_roi_never_fits_exits_4_and_the_final_stats_keep_why(small_model, replay, tmp_path):
+    # it exited 0 with 0 results, and the last stats said "ended" with camera_error null
+    prefix = new_prefix()
+    sub = Collector(prefix)
+    cfg = write_config(tmp_path / "d.yaml", prefix, [_camera("cam1", replay, small_model, roi=[0, 0, 5000, 5000])],
+                       exit_when_done=True)
+    p = start_daemon(cfg)
+    try:
+        p.wait(120)
+    finally:
+        out, err = p.stop()
+    assert p.returncode == 4, err
+    assert "ended with an error" in err and "roi" in err
+    assert sub.wait_for(lambda: sub.json_of("stats") and sub.json_of("stats")[-1]["cameras"]["cam1"]["camera"]
+                        == "ended", 10)
+    final = sub.json_of("stats")[-1]["cameras"]["cam1"]
+    assert final["results"] == 0 and "roi" in final["camera_error"], final
+    assert sub.of("cam1/result") == []
+    sub.close()
