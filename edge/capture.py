@@ -64,7 +64,9 @@ class OpenCVSource(FrameSource):
 
     def open(self) -> None:
         if self.finite and not Path(self.source).is_file():
-            raise CameraError(f"video file {self.source} does not exist")
+            # a folder source that is missing lands here too (make_source saw no folder)
+            raise CameraError(f"camera source {self.source} does not exist (neither a video file nor an image "
+                              f"folder); check the camera's source in the config")
         self.cap = cv2.VideoCapture(self.source)
         if not self.cap.isOpened():
             self.cap.release()

@@ -222,3 +222,12 @@ def test_daemon_stats_log_and_station_page_never_show_the_camera_login(small_mod
     assert stats["huge"]["camera"] == "online" and stats["huge"]["camera_error"] is None, stats["huge"]
     assert "huge.png is 2048 MiB" in err and "Traceback" not in err, err[-3000:]
     assert p.returncode == 0, err[-3000:]
+
+
+def test_a_missing_source_path_is_named_as_a_source_not_a_video_file(tmp_path):
+    # a folder camera whose folder is gone was reported as "video file ... does not exist"
+    from edge.capture import CameraError
+
+    src = make_source(str(tmp_path / "gone"), loop=False)
+    with pytest.raises(CameraError, match="neither a video file nor an image folder"):
+        src.open()
