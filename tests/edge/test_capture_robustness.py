@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import Capture, FolderSource, OpenCVSource, make_source
+from edge.capture import CameraError, Capture, FolderSource, OpenCVSource, make_source
 from edge.errors import ImageError
 from edge.extract import iter_inputs
 from edge.image_size import MAX_FILE_BYTES
@@ -226,8 +226,6 @@ def test_daemon_stats_log_and_station_page_never_show_the_camera_login(small_mod
 
 def test_a_missing_source_path_is_named_as_a_source_not_a_video_file(tmp_path):
     # a folder camera whose folder is gone was reported as "video file ... does not exist"
-    from edge.capture import CameraError
-
     src = make_source(str(tmp_path / "gone"), loop=False)
     with pytest.raises(CameraError, match="neither a video file nor an image folder"):
         src.open()
