@@ -286,8 +286,10 @@ class Recalibrator:
         versions = list_versions(self.root)
         older = [v for v in versions if cur and version_number(v) < version_number(cur)]
         target = cmd.version or (older[-1] if older else None)
-        if target is None or target not in versions:
-            raise RecalibrationFailed(f"no version to roll back to (have {versions}, current {cur})")
+        if target is None:
+            raise RecalibrationFailed(f"no version older than the current {cur} to roll back to (have {versions})")
+        if target not in versions:
+            raise RecalibrationFailed(f"version {target} does not exist (have {versions}, current {cur})")
         insp = open_inspector(load_model(self.root, version=target), backend=self.worker.cfg.backend)
         prev = self._activate(target, insp)
         self.publish("active", id=cmd.id, action="rollback", version=target, previous_version=prev,

@@ -298,6 +298,9 @@ def test_threshold_command_judges_the_next_frame_is_refused_unsigned_and_rolls_b
         after = _after(sub, "cam/result", at)[1:]
         assert all(x["model_version"] == "v0001" and x["threshold"] == round(t0, 5) for x in after)
         assert "pass" in {x["verdict"] for x in after}
+        _send(sub, prefix, action="rollback", id="gone", version="v0099")  # it said "no version to roll back to"
+        out = _wait_outcome(sub, p, "gone")
+        assert out["state"] == "failed" and "version v0099 does not exist" in out["message"], out
     finally:
         p.stop()
 
