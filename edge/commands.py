@@ -35,6 +35,8 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .backbone import parse_strides
+from .errors import ConfigError
 from .nobool import NoBoolNumbers
 
 FORMAT = 2
@@ -78,6 +80,17 @@ class Command(NoBoolNumbers):  # JSON true is no number: "coreset_ratio": true w
     version: str | None = Field(None, max_length=32, pattern=r"^v\d{4,}$")  # v0001 ... v10000 ...
     value: float | None = Field(None, gt=0, strict=True)
     scale: float | None = Field(None, gt=0, strict=True)  # bounded against the current threshold: edge/retune.py
+
+    @field_validator("layers")
+    @classmethod
+    def _strides(cls, v: str | None) -> str | None:
+        # checked now, not by the build minutes later (after collecting every frame)
+        if v is not None:
+            try:
+                parse_strides(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("images", "bad_images")
     @classmethod

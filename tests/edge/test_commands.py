@@ -196,3 +196,12 @@ def test_a_replayed_id_is_marked_as_a_replay(tmp_path):
     with pytest.raises(CommandError) as e:
         seen.claim("r1", time.time(), 120.0)
     assert e.value.authenticated and e.value.replay
+
+
+@pytest.mark.parametrize("layers", ["99", "16,8", "3", "8,8"])
+def test_layers_a_build_would_refuse_are_refused_with_the_command(layers):
+    # "99" was refused only by the build, after every frame had been collected
+    p = encode({"action": "recalibrate", "id": "l1", "frames": 5, "layers": layers}, SECRET, "line1", "cam")
+    assert "bad command field layers" in _why(p) and "strides from 2, 4, 8, 16, 32" in _why(p)
+    ok = encode({"action": "recalibrate", "id": "l2", "frames": 5, "layers": "4,8,16"}, SECRET, "line1", "cam")
+    assert _parse(ok).layers == "4,8,16"
