@@ -41,7 +41,10 @@ def colour_over(bgr: np.ndarray, amap: np.ndarray, threshold: float, alpha: floa
     absolute, not per-image: 0 is blue, the threshold is the middle of the scale, 2x threshold
     and above is red, so a good part looks cool and a defect hot in every image."""
     h, w = bgr.shape[:2]
-    level = np.clip(amap / (2.0 * threshold) * 255.0, 0, 255).astype(np.uint8)
+    # a non-finite patch (the verdict is fail, edge/inspector.py judge) is drawn hot, not as
+    # NaN cast to 0 = the coolest blue
+    level = np.nan_to_num(amap / (2.0 * threshold) * 255.0, nan=255.0, posinf=255.0, neginf=0.0)
+    level = np.clip(level, 0, 255).astype(np.uint8)
     level = cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR)
     return cv2.addWeighted(bgr, 1.0 - alpha, cv2.applyColorMap(level, JET), alpha, 0.0)
 

@@ -44,7 +44,8 @@ def overlay(frame: torch.Tensor, amap: torch.Tensor, threshold: float, max_side:
         if (img.shape[-1], img.shape[-2]) != size:
             img = pp.resize_linear(img, size)
     h, w = img.shape[-2:]
-    level = (amap / (2.0 * threshold) * 255.0).clamp(0, 255).floor()  # numpy's astype(uint8) truncates
+    level = torch.nan_to_num(amap / (2.0 * threshold) * 255.0, nan=255.0, posinf=255.0, neginf=0.0)
+    level = level.clamp(0, 255).floor()  # numpy's astype(uint8) truncates; non-finite is hot, as on the CPU
     level = F.interpolate(level[None, None], size=(h, w), mode="bilinear", align_corners=False)
     level = level.round().clamp(0, 255)[0, 0].long()
     colour = _jet(amap.device)[level].permute(2, 0, 1).float()  # (3, h, w) BGR

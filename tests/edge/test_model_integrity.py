@@ -11,11 +11,13 @@ import logging
 import math
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
 from edge.errors import ModelError
 from edge.files import sha256_file
+from edge.gpu import heatmap_jpeg
 from edge.inspector import NONFINITE_NORMALISED, Inspector
 from edge.modeldir import (CORESET, CURRENT, MANIFEST, MANIFEST_HASH, VERSIONS, current_version, list_versions,
                            load_model, manifest_hash_line, resolve_version_dir, set_current, write_version)
@@ -106,6 +108,12 @@ def test_a_non_finite_score_fails_and_publishes_valid_json(small_model, bottle, 
     full = {"camera": "c", "run_id": 1, "frame_id": 1, "timestamp": "2026-11-28T00:00:00.000+00:00",
             **json.loads(text), "latency_ms": 1.0}
     jsonschema.validate(full, json.loads((ROOT / "docs/mqtt/result.schema.json").read_text()))
+    # and its heatmap is drawn hot (NaN cast to uint8 was 0: the coolest blue, a "clean" part)
+    img = read_image(bottle / "test/good/000.png")
+    jpeg = cv2.imdecode(np.frombuffer(heatmap_jpeg(insp, img, r, 128, 90), np.uint8), cv2.IMREAD_COLOR)
+    plain = cv2.resize(img, jpeg.shape[1::-1], interpolation=cv2.INTER_AREA).astype(int)
+    red_minus_blue = (jpeg.astype(int) - plain)[..., 2] - (jpeg.astype(int) - plain)[..., 0]
+    assert np.median(red_minus_blue) > 0, np.median(red_minus_blue)
 
 
 def test_a_finite_score_is_published_as_before(small_model, bottle):
