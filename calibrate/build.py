@@ -33,6 +33,7 @@ from edge.backends.ort_backend import OrtBackend
 from edge.calibration_child import CORESET, FEATURES, HOLDOUT
 from edge.errors import ConfigError, ImageError
 from edge.extract import extract_features
+from edge.files import check_output_folder
 from edge.geometry import tiles_side_by_side
 from edge.graph_cache import extractor_onnx
 from edge.knn import make_search
@@ -67,10 +68,14 @@ class RunOptions:
 
 
 def _check_paths(s: CalibrationSettings, force: bool) -> None:
-    """What the run needs on disk now: a known-bad folder, and an output it may write."""
+    """What the run needs on disk now: a weights file, a known-bad folder, and an output it may
+    write (a file there, or under it, failed only at the write, after the whole run)."""
+    if s.weights is not None and not s.weights.is_file():
+        raise ConfigError(f"weights file {s.weights} does not exist or is not a file; pass an existing --weights file")
     if s.bad_images is not None and not s.bad_images.is_dir():
         raise ConfigError(f"bad images folder {s.bad_images} does not exist or is not a folder")
     out = s.output
+    check_output_folder(out, "--output")
     if out.exists() and not force:
         if is_model_root(out):
             raise ConfigError(f"{out} already holds a model; pass --force to add a new version "

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edge.backbone import DEFAULT_BACKBONE
+from edge.files import check_output_file, check_output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from .operating_point import operating_table
     from .settings import load_settings
 
+    # checked before the whole evaluation runs (it wrote them only at its end)
+    if args.output_dir is not None:
+        check_output_folder(args.output_dir, "--output-dir")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     base = load_settings(**vars(args), images=args.dataset, output=args.dataset)
     results = evaluate(args.dataset, base, args.output_dir, args.json)
     print(results_table(results))

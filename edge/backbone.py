@@ -150,12 +150,31 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise BackboneError(f"cannot read weights file {path}: {e}; is it a PyTorch state dict?") from e
+        raise BackboneError(f"weights file {path} is not a PyTorch state dict (.pth/.pt) or a safetensors file "
+                            f"(.safetensors): {_unreadable_why(path, e)}") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise BackboneError(f"weights file {path} holds a {type(sd).__name__}, not a state dict")
     return sd
+
+
+def _unreadable_why(path: Path, e: Exception) -> str:
+    """One line on why a weights file did not load (torch's own text runs to a dozen lines)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as oe:
+        return f"cannot read it ({oe.strerror})"
+    if path.suffix != ".safetensors" and (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        return ("torch.load refused it without running its code; is it a whole pickled model? save "
+                "model.state_dict() instead")
+    if not head:
+        return "the file is empty"
+    first = (str(e).strip().splitlines() or [""])[0][:120]
+    if first.startswith("Weights only load failed"):
+        first = ""  # torch's preamble on its weights_only default, nothing about this file
+    return f"its content is not one (it starts with {head!r}{'; ' + first if first else ''})"
 
 
 def map_lite0_state_dict(src: dict[str, "torch.Tensor"], model: "nn.Module") -> dict[str, torch.Tensor]:

@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 
 from .backends import BACKENDS
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 from .heatmap import encode_jpeg, overlay
 from .inspector import Inspector
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, check_output_folder
 from .modeldir import load_model
 from .preprocess import IMAGE_EXTENSIONS, list_images, read_image
+
+MIN_HEATMAP_SIZE = 32  # an overlay smaller than this shows nothing (the smallest image read is 32 px too)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Score images offline; prints a JSON line per image.")
     p.add_argument("--model", type=Path, required=True, help="model directory (or one version inside it)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders")
-    p.add_argument("--output-dir", type=Path, help="write heatmap overlays here (<stem>_heatmap.jpg)")
+    p.add_argument("--output-dir", type=Path, help="write heatmap overlays here, one per image: "
+                   "<parent folder>_<stem>_heatmap.jpg (test/broken/000.png -> broken_000_heatmap.jpg)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="feature backend (default: auto)")
-    p.add_argument("--heatmap-size", type=int, default=900, help="longest side of written overlays, px")
+    p.add_argument("--heatmap-size", type=int, default=900,
+                   help=f"longest side of written overlays, px (default 900, at least {MIN_HEATMAP_SIZE})")
     p.set_defaults(func=run)
 
 
@@ -31,7 +35,11 @@ def expand(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += list_images(p)
+            found = list_images(p)
+            if not found:
+                raise ImageError(f"no image files ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) in {p} "
+                                 "(subfolders are not searched); point at the images or their folder")
+            out += found
         elif p.suffix.lower() in IMAGE_EXTENSIONS or p.is_file():
             out.append(p)
         else:
@@ -40,11 +48,17 @@ def expand(paths: list[Path]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    inspector = Inspector(load_model(args.model), backend=args.backend)
+    if args.heatmap_size < MIN_HEATMAP_SIZE:
+        raise ConfigError(f"--heatmap-size must be at least {MIN_HEATMAP_SIZE} px, got {args.heatmap_size}")
+    if args.output_dir:
+        check_output_folder(args.output_dir, "--output-dir")
+    model = load_model(args.model)
+    paths = expand(args.images)  # an empty folder or a wrong path: said before the backend starts
+    inspector = Inspector(model, backend=args.backend)
     if args.output_dir:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in expand(args.images):
+    for path in paths:
         t0 = time.perf_counter()
         try:
             frame = read_image(path)

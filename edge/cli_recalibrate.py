@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
 import threading
 import time
@@ -49,6 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+
+
 def _wait(done: threading.Event, timeout: float, forged: dict, outcome: dict) -> bool:
     """Wait for our outcome; an unauthenticated refusal of our id becomes the outcome only when
     nothing signed about our command came within UNAUTHENTICATED_GRACE_S of it."""
@@ -64,7 +70,29 @@ def _wait(done: threading.Event, timeout: float, forged: dict, outcome: dict) ->
     return True
 
 
+MIN_FRAMES = 3  # the daemon's command format (edge/commands.py) takes no fewer
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse values the daemon would refuse (or that make no sense) before anything is sent."""
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
+    if args.frames is not None and args.frames < MIN_FRAMES:
+        raise ConfigError(f"--frames must be at least {MIN_FRAMES}, got {args.frames}")
+    if not (math.isfinite(args.interval) and args.interval >= 0):
+        raise ConfigError(f"--interval must be a number of seconds >= 0, got {args.interval:g}")
+
+
+class _Stopped(Exception):
+    """SIGTERM while we wait (SIGINT is KeyboardInterrupt)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Stopped()
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_numbers(args)
     cfg = load_config(args.config)
     if args.camera not in {c.name for c in cfg.cameras}:
         raise ConfigError(f"camera {args.camera!r} is not in {args.config}")
@@ -128,14 +156,26 @@ def run(args: argparse.Namespace) -> int:
 
     mqtt_cfg = cfg.mqtt.model_copy(update={"client_id": f"{cfg.mqtt.client_id}-cli-{cmd_id}"})
     link = MqttLink(mqtt_cfg, {topics.command_status(args.camera): on_status}, session=cmd_id)
-    link.start()
-    if not link.connected.wait(10):
-        raise PatchcoreError(f"cannot reach the MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}")
-    time.sleep(0.3)  # the retained status arrives first; ours follow
-    outcome["sent"] = True
-    link.client.publish(topics.command(args.camera), encode(fields, secret, cfg.mqtt.prefix, args.camera), qos=1)
-    ok = _wait(done, args.timeout, forged, outcome)
-    link.stop()
+    # Interrupted (Ctrl-C, SIGTERM) the link still stops cleanly: it clears our retained
+    # <prefix>/cli/<id>/available `online` (the will, `gone`, is not retained), else it stays forever.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        link.start()
+        if not link.connected.wait(10):
+            raise PatchcoreError(f"cannot reach the MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}")
+        time.sleep(0.3)  # the retained status arrives first; ours follow
+        outcome["sent"] = True
+        link.client.publish(topics.command(args.camera), encode(fields, secret, cfg.mqtt.prefix, args.camera), qos=1)
+        ok = _wait(done, args.timeout, forged, outcome)
+    except (KeyboardInterrupt, _Stopped) as e:
+        why = "SIGTERM" if isinstance(e, _Stopped) else "Ctrl-C (SIGINT)"
+        sent = (f"the command {cmd_id} was sent and may still run on the daemon; check with patchcore-edge status"
+                if outcome.get("sent") else "nothing was sent")
+        raise PatchcoreError(f"interrupted by {why} while waiting: {sent}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        link.stop()
     if not ok:
         print(f"no outcome within {args.timeout:.0f} s; the daemon may be down", file=sys.stderr)
         return 1

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import load_config
+from .errors import ConfigError
 from .mqtt_link import make_client
 from .topics import Topics
 
@@ -71,6 +73,9 @@ def camera_problems(name: str, s: dict, status: str, window: float) -> list[str]
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag, value in (("--wait", args.wait), ("--window", args.window)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{flag} must be a number of seconds >= 0, got {value:g}")
     cfg = load_config(args.config)
     msgs = collect(cfg, args.wait)
     if msgs is None:

@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import ConfigError
+
 FILE_MODE = 0o640
 
 
@@ -68,3 +70,44 @@ def write_synced(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
     except OSError as e:
         raise naming(e, path) from e
+
+
+def _blocking(path: Path) -> str | None:
+    """Why nothing can be created at `path`: its nearest existing ancestor is a file, or a folder
+    this process may not write in; None when it can be created."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{parent} is not writable"
+            return None
+    return None
+
+
+def check_output_folder(path: str | Path, flag: str) -> None:
+    """Refuse up front (ConfigError) an output folder that cannot be one: an existing file, a
+    path under a file, or one in a folder this process may not write in."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{flag} {path} is a file, not a folder; choose a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {path} is not writable; choose another folder")
+        return
+    why = _blocking(path)
+    if why:
+        raise ConfigError(f"{flag} {path} cannot be created: {why}")
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Refuse up front (ConfigError) an output file that cannot be written: a folder, a path
+    under a file, or one in a folder this process may not write in."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{flag} {path} is not writable; choose another file")
+    why = _blocking(path)
+    if why:
+        raise ConfigError(f"{flag} {path} cannot be written: {why}")

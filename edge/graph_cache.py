@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .backbone import DEFAULT_BACKBONE, EMBEDDED, BackboneInfo
+from .errors import BackboneError
 from .files import atomic_write_bytes, sha256_file
 
 
@@ -36,6 +37,9 @@ def _key(name: str, weights: str | None, input_size: int | tuple[int, int], feat
     from importlib.metadata import version
 
     if weights is not None:
+        if not Path(weights).is_file():
+            raise BackboneError(f"weights file {weights} does not exist or is not a file; "
+                                "pass an existing --weights file")
         wsha = sha256_file(weights)
     elif name in EMBEDDED:
         from .backbone import embedded_weights_path

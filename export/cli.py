@@ -35,9 +35,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _parity_images(model, folder: Path | None) -> list[Path]:
-    src = folder or Path(model.manifest.get("training", {}).get("source", ""))
-    if not src or not src.is_dir():
-        raise ImageError(f"no images for the parity check: the calibration folder {src} is gone; pass --images DIR")
+    if folder is not None:
+        if not folder.is_dir():
+            raise ImageError(f"--images {folder} does not exist or is not a folder; pass a folder of images "
+                             "for the parity check")
+        src = folder
+    else:
+        source = model.manifest.get("training", {}).get("source")
+        if not source:  # (Path("") would be the current folder)
+            raise ImageError("no images for the parity check: the model does not record its calibration folder; "
+                             "pass --images DIR")
+        if not Path(source).is_dir():
+            raise ImageError(f"no images for the parity check: the calibration folder {source} is gone; "
+                             "pass --images DIR")
+        src = Path(source)
     paths = list_images(src)[:PARITY_IMAGES]
     if not paths:
         raise ImageError(f"{src} holds no images for the parity check; pass --images DIR")
@@ -54,8 +65,14 @@ def _record(vdir: Path, entry: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.int8 and args.format != "tensorrt":
         raise ConfigError("--int8 is for --format tensorrt (ONNX Runtime INT8 is not offered: see the README)")
+    if args.fp16 and args.format != "tensorrt":
+        raise ConfigError("--fp16 is for --format tensorrt (the ONNX export is FP32 only)")
+    if args.int8 and args.fp16:
+        raise ConfigError("give one of --fp16 and --int8")
     if args.int8 and not args.calibration_images:
         raise ConfigError("--int8 needs --calibration-images DIR (good images)")
+    if args.calibration_images is not None and not args.calibration_images.is_dir():
+        raise ConfigError(f"--calibration-images {args.calibration_images} does not exist or is not a folder")
     if args.format == "tensorrt" and args.dynamic_batch:
         raise ConfigError("TensorRT engines here have a fixed batch; use --batch N")
     if args.batch < 1:

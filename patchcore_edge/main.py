@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     edge.cli_threshold.add_parser(sub)
     edge.install.add_parser(sub)
     export.cli.add_parser(sub)
+    for command in sub.choices.values():  # -v after the command too (`patchcore-edge infer -v ...`)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     return parser
 
 
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise
+    logging.getLogger("PIL").setLevel(logging.INFO)  # -v: PIL's DEBUG is a line per PNG chunk read
     try:
         return int(args.func(args) or 0)
     except PatchcoreError as e:
