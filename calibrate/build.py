@@ -82,6 +82,11 @@ def _check_paths(s: CalibrationSettings, force: bool) -> None:
                               "(the old ones stay for rollback) or choose another --output")
         if not out.is_dir() or any(out.iterdir()):
             raise ConfigError(f"{out} exists and is not an empty folder; choose another --output")
+    if force and out.is_dir() and not is_model_root(out) and list_images(out):
+        # --force adds a version to a model directory; an image folder given as --output (the
+        # good images' own, say) got CURRENT and versions/ written among its pictures
+        raise ConfigError(f"{out} holds images and no model; --force only adds versions to a model directory: "
+                          "choose another --output")
 
 
 @dataclass
@@ -191,6 +196,9 @@ def calibrate(cfg: CalibrationSettings, progress: Progress | None = None,
     # image's score is the max over all of them, exactly as inspection scores a frame.
     feats = tiles_side_by_side(feats, geo.tiles)
     n, d, gh, gw = feats.shape
+    if cfg.score_top_k > gh * gw:  # load_model would refuse the version this run writes
+        raise ConfigError(f"--score-top-k {cfg.score_top_k} is more than the {gh * gw} patches of an image at this "
+                          f"input size; choose at most {gh * gw}")
     if n < 2:
         raise ImageError(f"only {n} readable image in {cfg.images}; calibration needs at least 2 good images")
 

@@ -117,6 +117,15 @@ def test_bad_inputs(bottle, tmp_path):
         calibrate(_cfg(junk, tmp_path / "m5", bad_images=tmp_path / "missing"))
     with pytest.raises(Exception, match="unknown backbone"):
         calibrate(_cfg(_images(bottle, tmp_path, 2), tmp_path / "m4", backbone="nonet"))
+    # --force into the good images' own folder wrote CURRENT and versions/ among the pictures
+    imgs = tmp_path / "imgs"  # the 2 images _images copied above
+    with pytest.raises(ConfigError, match="holds images and no model"):
+        calibrate(_cfg(imgs, imgs), run=RunOptions(force=True))
+    assert not (imgs / "CURRENT").exists() and not (imgs / "versions").exists()
+    # a top-k larger than an image's patches wrote a version load_model refuses
+    with pytest.raises(ConfigError, match="score-top-k 5000 is more than the 3136 patches"):
+        calibrate(_cfg(imgs, tmp_path / "m6", score_top_k=5000), progress=lambda *a: None)
+    assert not (tmp_path / "m6" / "CURRENT").exists()
 
 
 def test_small_images_are_upscaled_with_a_warning(bottle, tmp_path, caplog):
