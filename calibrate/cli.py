@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from edge.calibration_child import JSON_PROGRESS, NO_ACTIVATE, progress_line, result_line
 
 from .build import RunOptions, calibrate
@@ -74,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json_progress:
         def progress(stage: str, done: int, total: int) -> None:
             print(progress_line(stage, done, total), flush=True)
-    r = calibrate(s, progress, opts)
+    # log lines (a skipped image) go above the progress bars, not onto the end of a bar's line
+    with logging_redirect_tqdm():
+        r = calibrate(s, progress, opts)
     if args.json_progress:
         print(result_line(r.version_dir, threshold=r.threshold, estimated_false_reject=r.rule.estimated_false_reject,
                           bad_images=r.bad, coreset_size=r.coreset_size, images=r.n_images, seconds=r.seconds),
@@ -100,8 +104,9 @@ def _dim(r) -> int:
 def describe_rule(r) -> str:
     """One line on what the threshold means, for the operator."""
     rule = r.rule
-    what = (f"target {rule.target:.1%} false rejects" if rule.rule == "target" else "max3sigma rule")
-    return (f"{what}, {rule.method} over {len(r.good_scores)} cross-scored good images; "
+    what = (f"target {rule.target:.1%} false rejects, {rule.method}" if rule.rule == "target"
+            else "max3sigma rule: max(max, mean + 3 std)")
+    return (f"{what} over {len(r.good_scores)} cross-scored good images; "
             f"estimated false rejects {rule.estimated_false_reject:.2%}")
 
 
