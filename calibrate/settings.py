@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.backbone import DEFAULT_BACKBONE, NAMED_PRESETS, NORMALIZATIONS, parse_strides, preset
-from edge.config import load_yaml_model
+from edge.config import load_yaml_model, plain_message
 from edge.errors import ConfigError
 from edge.geometry import Geometry, ShortSide, median_aspect, parse_input_size, parse_tiles, resolve_short_side
 from edge.nobool import NoBoolNumbers
@@ -200,4 +200,4 @@ def load_settings(config: str | Path | None = None, /, **given) -> CalibrationSe
         else:
             where = ".".join(map(str, loc)) or "(top level)"
             where = f"{config}: {where}" if config else where
-        raise ConfigError(f"{where}: {err['msg']}") from e
+        raise ConfigError(f"{where}: {plain_message(err)}") from e

@@ -292,12 +292,22 @@ def load_yaml_model(path: str | Path, model: type[BaseModel]):
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}{where}") from e
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the file must be a mapping of settings (key: value lines), "
+                          f"not a {type(data).__name__}")
     try:
         return model.model_validate(data or {})
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {where}: {err['msg']}") from e
+        raise ConfigError(f"{path}: {where}: {plain_message(err)}") from e
+
+
+def plain_message(err: dict) -> str:
+    """pydantic's message without Python type names an operator cannot act on."""
+    if err.get("type") == "path_type":  # "Input is not a valid path for <class 'pathlib.Path'>"
+        return "a path is needed here (the value is empty or not text)"
+    return err["msg"]
 
 
 def load_config(path: str | Path, base_dir: Path | None = None) -> DaemonConfig:

@@ -130,3 +130,15 @@ def test_the_example_config_still_points_at_the_shared_bottle_images():
     s = load_settings(ROOT / "configs/calibrate.yaml")
     assert s.images == (ROOT.parent / "shared/data/mvtec/bottle/train/good").resolve()
     assert s.output == (ROOT / "out/model").resolve()
+
+
+def test_yaml_errors_name_no_python_types(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping of settings") as e:
+        load_settings(f)
+    assert "CalibrationFile" not in str(e.value)
+    f.write_text(f"images:\noutput: {tmp_path / 'o'}\n")
+    with pytest.raises(ConfigError, match="images: a path is needed here") as e:
+        load_settings(f)
+    assert "pathlib" not in str(e.value)

@@ -166,3 +166,13 @@ def test_relative_recalibration_work_dir_is_relative_to_the_file(tmp_path, monke
     monkeypatch.chdir("/")
     cfg = load_config(_cfg(tmp_path, "recalibration: {work_dir: frames}\ncameras: [{name: a, source: 0, model: m}]\n"))
     assert cfg.recalibration.work_dir == (tmp_path / "frames").resolve()
+
+
+def test_a_file_that_is_not_a_mapping_or_an_empty_path_is_said_in_plain_words(tmp_path):
+    # the messages named pydantic's classes: "instance of CalibrationFile", "<class 'pathlib.Path'>"
+    with pytest.raises(ConfigError, match="must be a mapping of settings .*not a list") as e:
+        load_config(_cfg(tmp_path, "- a\n- b\n"))
+    assert "instance of" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"cameras\.0\.model: a path is needed here") as e:
+        load_config(_cfg(tmp_path, "cameras:\n  - name: a\n    source: 0\n    model:\n"))
+    assert "class" not in str(e.value)
