@@ -52,6 +52,8 @@ def patch_maps(cat: Path, work: Path) -> dict:
     calibrate(cfg, progress=lambda *a: None, run=RunOptions(force=True))
     model = load_model(cfg.output)
     backend, geo, dims = OrtBackend(str(model.onnx_path)), model.geometry, model.spec.map_fine[0]
+    if geo.tiles != 1:  # the maps below are per network input, one per image only without tiles
+        raise SystemExit("score_variants.py measures untiled models (the default preset)")
     tf, _, _ = extract_features(backend, list_images(cfg.images), geo, model.mean, model.std, progress=False)
     n, d, gh, gw = tf.shape
     folds = kfold(n, folds_for_holdout(cfg.holdout), cfg.seed)

@@ -239,6 +239,12 @@ class Capture(threading.Thread):
                         log.error("camera %s: %s; retrying with backoff\n%s", self.camera, reason, trace.rstrip())
                         logged = reason
                 self._close_quietly()
+                if self.source.finite and not getattr(self.source, "loop", False) \
+                        and not isinstance(e, CameraError):
+                    # a replay played once: reopening starts it over (every frame judged and
+                    # published again) and a failure that repeats would never end; end it instead
+                    self._set_status("ended", reason)
+                    return
                 self._set_status("offline", reason)
                 self._halt.wait(backoff)
                 backoff = min(backoff * 2, self.backoff_max_s)

@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .commands import encode
+from .commands import MIN_FRAMES, encode
 from .config import load_config
 from .errors import ConfigError, PatchcoreError
 from .mqtt_link import MqttLink
@@ -55,22 +55,25 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()  # only it may set signal handlers
 
 
-def _wait(done: threading.Event, timeout: float, forged: dict, outcome: dict) -> bool:
+def _wait(done: threading.Event, timeout: float, forged: dict, outcome: dict, lock: threading.Lock) -> bool:
     """Wait for our outcome; an unauthenticated refusal of our id becomes the outcome only when
-    nothing signed about our command came within UNAUTHENTICATED_GRACE_S of it."""
+    nothing signed about our command came within UNAUTHENTICATED_GRACE_S of it, or by the
+    timeout (a wrong secret gets its "invalid hmac" said, not "the daemon may be down")."""
     end = time.monotonic() + timeout
     while not done.wait(min(0.2, max(0.0, end - time.monotonic()))):
-        if "at" in forged and not outcome.get("heard") \
-                and time.monotonic() - forged["at"] >= UNAUTHENTICATED_GRACE_S:
-            print(json.dumps(forged["msg"]), flush=True)
-            outcome.update(forged["msg"])
-            return True
-        if time.monotonic() >= end:
+        now = time.monotonic()
+        with lock:  # against on_status taking a signed terminal status at the same moment
+            if done.is_set():
+                return True
+            if "at" in forged and not outcome.get("heard") \
+                    and (now - forged["at"] >= UNAUTHENTICATED_GRACE_S or now >= end):
+                print(json.dumps(forged["msg"]), flush=True)
+                outcome.update(forged["msg"])
+                done.set()
+                return True
+        if now >= end:
             return False
     return True
-
-
-MIN_FRAMES = 3  # the daemon's command format (edge/commands.py) takes no fewer
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     done = threading.Event()
     outcome: dict = {}
     forged: dict = {}  # an unauthenticated refusal naming our id: anybody could have sent it
+    lock = threading.Lock()
 
     def on_status(topic: str, payload: bytes) -> None:
         if not outcome.get("sent"):
@@ -129,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
             return
         if not isinstance(msg, dict):
             return
+        with lock:
+            _take(msg)
+
+    def _take(msg: dict) -> None:
+        if done.is_set():
+            return  # decided (a terminal status, or the unauthenticated refusal after its grace)
         rejected = msg.get("rejected")
         # Only a refusal naming our id is ours. One without an id (anyone may publish garbage on
         # the command topic) or another sender's is dropped from what we print and keep, and we
@@ -166,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(0.3)  # the retained status arrives first; ours follow
         outcome["sent"] = True
         link.client.publish(topics.command(args.camera), encode(fields, secret, cfg.mqtt.prefix, args.camera), qos=1)
-        ok = _wait(done, args.timeout, forged, outcome)
+        ok = _wait(done, args.timeout, forged, outcome, lock)
     except (KeyboardInterrupt, _Stopped) as e:
         why = "SIGTERM" if isinstance(e, _Stopped) else "Ctrl-C (SIGINT)"
         sent = (f"the command {cmd_id} was sent and may still run on the daemon; check with patchcore-edge status"

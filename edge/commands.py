@@ -42,6 +42,7 @@ from .nobool import NoBoolNumbers
 FORMAT = 2
 MAX_PAYLOAD = 16 * 1024  # bytes; checked before anything else is done with a payload
 MAX_INT_DIGITS = 20
+MIN_FRAMES = 3  # a calibration needs 2 images and validation one held-out frame
 _HEX = frozenset(b"0123456789abcdef")
 _CLAIMED_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
 
@@ -71,7 +72,7 @@ class Command(NoBoolNumbers):  # JSON true is no number: "coreset_ratio": true w
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     # numbers must be JSON numbers: strict, so "12.0" (a string) is refused rather than read
     ts: float = Field(strict=True)
-    frames: int | None = Field(None, ge=3, strict=True)
+    frames: int | None = Field(None, ge=MIN_FRAMES, strict=True)
     interval_s: float = Field(0.0, ge=0, le=3600, strict=True)
     images: Path | None = None
     bad_images: Path | None = None

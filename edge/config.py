@@ -42,19 +42,21 @@ PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*")
 
 
 # A client id goes into the CONNECT packet as is: a NUL or control character makes the broker
-# drop every connection (a reconnect loop). Printable ASCII only; brokers accept ids well past
-# MQTT 3.1.1's guaranteed 23 characters, so the limit is only a sanity bound.
-CLIENT_ID_PATTERN = r"[!-~]+"
-CLIENT_ID_MAX = 128
-# A host name or an IPv4/IPv6 literal: no spaces, NUL (the resolver truncates at it) or '/'.
-HOST_PATTERN = r"[A-Za-z0-9.:_%\[\]-]+"
+# drop every connection (a reconnect loop). Any other UTF-8 is valid MQTT; brokers accept ids
+# well past MQTT 3.1.1's guaranteed 23 characters, so the length is only a sanity bound.
+CLIENT_ID_MAX = 128  # bytes of UTF-8
+# A host name or an IPv4/IPv6 literal as getaddrinfo takes it (no brackets: "[::1]" does not
+# resolve): no spaces, NUL (the resolver truncates at it) or '/'.
+HOST_PATTERN = r"[A-Za-z0-9.:_%-]+"
 
 
 def check_client_id(v: str) -> str:
-    if not re.fullmatch(CLIENT_ID_PATTERN, v) or len(v) > CLIENT_ID_MAX:
-        raise ValueError(f"must be 1-{CLIENT_ID_MAX} printable ASCII characters without spaces (a control character "
-                         f"makes the broker drop the connection), got {v!r}")
+    if not v or len(v.encode()) > CLIENT_ID_MAX or any(ord(c) < 32 or ord(c) == 127 for c in v):
+        raise ValueError(f"must be 1-{CLIENT_ID_MAX} bytes of UTF-8 without control characters (one makes the "
+                         f"broker drop the connection), got {v!r}")
     return v
+
+
 # One frame a day is the slowest rate that makes sense; below it the capture's time
 # arithmetic (a sleep of 1/fps seconds) overflows.
 MIN_FPS = 1.0 / 86400
@@ -86,8 +88,8 @@ class MqttConfig(Strict):
     @classmethod
     def _host(cls, v: str) -> str:
         if not re.fullmatch(HOST_PATTERN, v) or len(v) > 253:
-            raise ValueError(f"must be a host name or an IP address (letters, digits, '.', ':', '-', '[', ']'; "
-                             f"no spaces or control characters), got {v!r}")
+            raise ValueError(f"must be a host name or an IP address (letters, digits, '.', ':', '-', '%'; no "
+                             f"brackets, spaces or control characters), got {v!r}")
         return v
 
     @field_validator("client_id")

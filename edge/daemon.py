@@ -15,7 +15,7 @@ logged with its traceback once per distinct error; `no_result_s` says how long a
 been taking frames without producing a result (what `patchcore-edge status` judges).
 
 Exit codes: 0 stopped by a signal or every finite source ended (exit_when_done);
-4 every source ended but a camera's frames could not be judged (its roi does not fit);
+4 every source ended but a camera judged none of its frames (its roi does not fit them);
 2 bad config (or a state dir in use by another daemon); 3 no camera could start.
 """
 
@@ -217,7 +217,7 @@ class CameraWorker(threading.Thread):
         camera, error = c.status, c.error
         if self.error and camera == "online":
             camera, error = "error", self.error
-        elif self.error and camera == "ended":  # the final stats keep why no frame was judged
+        elif self.error and camera == "ended" and self.frame_id == 0:  # the final stats keep why none was judged
             error = self.error
         waiting = self.waiting_since
         no_result_s = round(time.monotonic() - waiting, 1) if waiting is not None else 0.0
@@ -286,7 +286,8 @@ class Daemon:
                        "replayed": self.replayed, "spool_dropped": self.spool_dropped},
             "cameras": cams,
             "recalibration": {"enabled": self.secret[0] is not None, "reason": self.secret[1],
-                              "commands": {n: rc.refusals.snapshot() for n, rc in self.recalibrators.items()}},
+                              "commands": {**{n: rc.refusals.snapshot() for n, rc in self.recalibrators.items()},
+                                           **{rc.name: rc.refusals.snapshot() for rc in self.refused_cameras}}},
         }
 
     def publish_stats(self) -> None:
@@ -324,10 +325,11 @@ class Daemon:
                 next_stats += self.cfg.stats_interval_s
             if self.cfg.exit_when_done and all(w.done for w in self.workers.values()):
                 log.info("every source has ended; stopping")
-                failed = [n for n, w in self.workers.items() if w.error]
-                if failed:  # a replay that judged nothing must not look like a clean run
-                    log.error("source(s) ended with an error: %s", "; ".join(
-                        f"{n}: {self.workers[n].error}" for n in failed))
+                # a replay that judged none of its frames must not look like a clean run
+                failed = {n: w.error or w.capture.error for n, w in self.workers.items()
+                          if (w.error or w.capture.error) and w.frame_id == 0}
+                if failed:
+                    log.error("source(s) ended with an error: %s", "; ".join(f"{n}: {e}" for n, e in failed.items()))
                     return self.shutdown() or EXIT_SOURCE_ERROR
                 break
         return self.shutdown()

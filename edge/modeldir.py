@@ -293,15 +293,19 @@ def _check_manifest_hash(vpath: Path, manifest_bytes: bytes, manifest: dict) -> 
                          f"{MANIFEST_HASH}); refused: roll back or recalibrate")
 
 
-def _check_identity(vpath: Path, spec: Manifest, geo: Geometry) -> None:
+def _check_identity(vpath: Path, spec: Manifest, geo: Geometry) -> Manifest:
     """What the typed manifest cannot check alone: its version against its folder, its file
-    names against its folder, and score_top_k against the patch grid."""
+    names against its folder, and score_top_k against the patch grid. Returns the spec as
+    inspection should use it."""
     where = vpath / MANIFEST
     if not VERSION_PATTERN.fullmatch(spec.version):
         raise ModelError(f"{where}: version {spec.version!r} is not a version name (v0001, ...); recalibrate")
     if VERSION_PATTERN.fullmatch(vpath.name) and spec.version != vpath.name:
-        raise ModelError(f"{where} says version {spec.version!r} but lies in folder {vpath.name!r} (results "
-                         f"would carry the wrong model_version); refused: {ROLL_BACK} or recalibrate")
+        # a version copied under another name (a working practice before this check): the folder
+        # is what CURRENT and rollback name, so results carry the folder's name
+        log.warning("%s says version %s but lies in folder %s; results carry %s", where, spec.version,
+                    vpath.name, vpath.name)
+        spec = spec.model_copy(update={"version": vpath.name})
     for fname in spec.files:
         if fname in ("", ".", "..", MANIFEST, MANIFEST_HASH) or Path(fname).name != fname or "\\" in fname \
                 or "\0" in fname:
@@ -309,9 +313,13 @@ def _check_identity(vpath: Path, spec: Manifest, geo: Geometry) -> None:
                              f"refused: {ROLL_BACK} or recalibrate")
     patches = spec.grid[0] * spec.grid[1] * geo.tiles
     if spec.score_top_k > patches:
-        raise ModelError(f"{where}: score_top_k {spec.score_top_k} exceeds the {patches} patches a frame has "
-                         f"(grid {spec.grid[0]}x{spec.grid[1]} x {geo.tiles} tile(s)); recalibrate with a "
-                         "smaller --score-top-k")
+        # scoring has always taken the mean of every patch then (calibrate refuses it now); a
+        # version written before keeps working, as it did, with the value it really uses
+        log.warning("%s: score_top_k %d exceeds the %d patches a frame has (grid %dx%d x %d tile(s)); the "
+                    "image score is the mean of all %d", where, spec.score_top_k, patches, spec.grid[0],
+                    spec.grid[1], geo.tiles, patches)
+        spec = spec.model_copy(update={"score_top_k": patches})
+    return spec
 
 
 def load_model(path: str | Path, version: str | None = None, verify: bool = True) -> Model:
@@ -337,7 +345,7 @@ def load_model(path: str | Path, version: str | None = None, verify: bool = True
         _check_manifest_hash(vpath, manifest_bytes, manifest)
     geo = Geometry.from_manifest(manifest)  # input size / tiling readable (ModelError otherwise)
     spec = parse_manifest(manifest, str(vpath / MANIFEST))  # every field inspection reads, typed
-    _check_identity(vpath, spec, geo)
+    spec = _check_identity(vpath, spec, geo)
     if verify:
         unlisted = [f for f in (CORESET, ONNX) if f not in spec.files]
         if unlisted:

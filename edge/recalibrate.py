@@ -166,6 +166,10 @@ class Recalibrator:
             self.running = cmd
             self.cancelled.clear()
             self.activating = False
+        # at once, for every action: the sender's CLI takes this signed status as "the command is
+        # ours and running" (a threshold change may build a TensorRT engine for minutes before
+        # `active`, and a bystander can publish an unsigned refusal quoting the id meanwhile)
+        self.publish("accepted", id=cmd.id, action=cmd.action, version=current_version(self.root))
         threading.Thread(target=self._run, args=(cmd,), name=f"recal-{self.worker.cfg.name}", daemon=True).start()
 
     def _cancel(self, cmd: Command) -> None:
@@ -323,9 +327,6 @@ class Recalibrator:
         else:
             total = cmd.frames
             frames = self._live_frames(cmd)
-            # at once, not after the first frame: a trigger-mode camera may take long, and the
-            # sender's CLI takes this signed status as "the command is ours and running"
-            self.publish("collecting", id=cmd.id, action="recalibrate", done=0, total=total, percent=0.0)
         n_train = n_held = 0
         last = None
         for i, frame in enumerate(frames):

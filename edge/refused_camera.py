@@ -44,7 +44,7 @@ class RefusedCamera:
             self.link.publish(self.topic, json.dumps({
                 "state": "error", "message": f"camera not started: {self.reason}",
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "rejected": {"reason": why, **ids, "authenticated": authenticated}}), qos=1)
+                "rejected": {"reason": why, **ids, "authenticated": authenticated}}), qos=1, retain=True, buffer=True)
 
     def stop(self) -> None:
         self.inbox.stop()

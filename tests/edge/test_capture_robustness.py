@@ -155,6 +155,19 @@ def test_an_unexpected_error_sets_offline_with_one_line_then_retries_with_backof
     assert len(errors) == 1 and "Traceback" in errors[0].getMessage()  # the traceback once, not per retry
 
 
+def test_a_replay_played_once_ends_on_an_unexpected_error_instead_of_starting_over(bottle):
+    # reopening a once-through folder started it from its first image: every frame judged and
+    # published again, and a failure that repeats would never let the replay end
+    cap = Capture("cam", _DecoderFailsTwice(bottle / "test/good", loop=False), fps=50, backoff_max_s=0.5)
+    cap.start()
+    try:
+        assert _wait(lambda: cap.status == "ended", 10), (cap.status, cap.error)
+        assert cap.error.startswith("capture failed: error: OpenCV") and cap.reconnects == 0, cap.error
+        assert cap.latest(0, timeout=1) is None  # nothing replayed from the start
+    finally:
+        _stop(cap)
+
+
 # -- 3: a camera login never reaches logs, stats or the page -----------------------------------
 
 @pytest.mark.parametrize("text, shown", [

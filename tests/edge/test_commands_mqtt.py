@@ -332,6 +332,7 @@ class Forger:
         import paho.mqtt.client as mqtt
 
         self.seen: set[str] = set()
+        self.on = True
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"forger-{prefix[-8:]}")
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/cam/recalibrate", qos=1)
         self.c.on_message = self._on
@@ -339,7 +340,7 @@ class Forger:
         self.c.loop_start()
 
     def _on(self, c, u, m):
-        if m.payload[64:65] != b"\n":
+        if not self.on or m.payload[64:65] != b"\n":
             return
         cmd_id = json.loads(m.payload[65:]).get("id")
         if cmd_id in self.seen:
@@ -378,6 +379,25 @@ def test_cli_takes_the_signed_outcome_not_a_forged_or_duplicate_refusal(station,
         # 5 images are fewer than 1 / validation_fraction: one is still held out and judged
         training = load_model(tmp / "cam").manifest["training"]["images"]
         assert training == 4, training
+        # a threshold change publishes `accepted` at once, so the forged refusal is moot there too
+        r = subprocess.run([sys.executable, "-m", "patchcore_edge", "recalibrate", "--config", str(cfg),
+                            "--camera", "cam", "--threshold-scale", "1.1", "--timeout", "60"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["state"] == "active", r.stdout + r.stderr
+        assert '"accepted"' in r.stdout and list_versions(tmp / "cam")[-1] == "v0003"
+        # our own command signed with a wrong secret: its "invalid hmac" is said, even within a
+        # timeout shorter than the 10 s grace (it said "the daemon may be down")
+        forger.on = False
+        wrong = tmp / "wrong-secret"
+        wrong.write_bytes(b"not-the-station-secret-0123456789")
+        wrong.chmod(0o600)
+        cfg2 = tmp / "wrong.yaml"
+        cfg2.write_text(cfg.read_text().replace(str(tmp / "secret"), str(wrong)))
+        r = subprocess.run([sys.executable, "-m", "patchcore_edge", "recalibrate", "--config", str(cfg2),
+                            "--camera", "cam", "--threshold-scale", "1.1", "--timeout", "4"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "invalid hmac" in r.stdout and "may be down" not in r.stderr, r.stdout + r.stderr
+        assert list_versions(tmp / "cam")[-1] == "v0003"
     finally:
         forger.close()
         p.stop()

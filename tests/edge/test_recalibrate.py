@@ -72,8 +72,10 @@ def test_recalibrate_live_then_rollback_and_refusals(setup):
         assert current_version(model) == "v0002"
 
         _send(sub, prefix, action="rollback", id="rb")
-        assert sub.wait_for(lambda: sub.json_of("cam/recalibrate/status")[-1].get("id") == "rb", 30), _why(sub, p)
-        assert sub.json_of("cam/recalibrate/status")[-1]["version"] == "v0001"
+        last = lambda: sub.json_of("cam/recalibrate/status")[-1]  # noqa: E731
+        assert sub.wait_for(lambda: last().get("id") == "rb" and last()["state"] == "active", 30), _why(sub, p)
+        assert last()["version"] == "v0001"
+        assert "accepted" in [m["state"] for m in sub.json_of("cam/recalibrate/status") if m.get("id") == "rb"]
         n = len(sub.of("cam/result"))
         assert sub.wait_for(lambda: len(sub.of("cam/result")) >= n + 3, 30)
         assert sub.json_of("cam/result")[-1]["model_version"] == "v0001"

@@ -54,6 +54,15 @@ def test_parity_check_fails_on_a_wrong_graph(small_model, bottle):
     with pytest.raises(ParityError, match="feature max"):
         parity_report(model, extractor, Shifted(data), list_images(bottle / "test/good")[:2])
 
+    class Overflows(OrtBackend):  # what an FP16 engine that overflows returns: NaN passed every check
+        def __call__(self, batch):
+            out = super().__call__(batch)
+            out[0, 0, 0, 0] = np.nan
+            return out
+
+    with pytest.raises(ParityError, match="non-finite features on 1 of 2 inputs"):
+        parity_report(model, extractor, Overflows(data), list_images(bottle / "test/good")[:2], precision="fp16")
+
 
 def test_corrupt_or_missing_onnx_is_a_clear_error(small_model, tmp_path):
     bad = tmp_path / "bad.onnx"
