@@ -117,6 +117,12 @@ class Command(NoBoolNumbers):  # JSON true is no number: "coreset_ratio": true w
         return self
 
 
+def rejection(reason: str, ids: dict, authenticated: bool, replay: bool = False) -> dict:
+    """The status topic's `rejected` object (README, Live recalibration): reason, the id the
+    payload names, whether that id is the signed one, and whether it was a replay."""
+    return {"reason": reason, **ids, "authenticated": authenticated, **({"replay": True} if replay else {})}
+
+
 def sign(body: bytes, secret: bytes) -> str:
     return hmac.new(secret, body, hashlib.sha256).hexdigest()
 

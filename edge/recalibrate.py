@@ -32,7 +32,7 @@ import cv2
 from .command_inbox import CommandInbox, Refusals
 from .calibration_child import DONE, JSON_PROGRESS, NO_ACTIVATE, child_command, percent, read_line
 from .command_secret import load_command_secret
-from .commands import Command, CommandError, claimed_id, parse
+from .commands import Command, CommandError, claimed_id, parse, rejection
 from .config import RecalibrationConfig
 from .errors import ImageError, PatchcoreError
 from .geometry import Geometry
@@ -131,8 +131,7 @@ class Recalibrator:
         """Answer a refused command on the status topic. `authenticated`: its hmac verified, so the
         id is the sender's own; `replay`: that signed id was used before (commands.CommandError)."""
         if self.refusals.refused(reason):  # a flood is summarised in the log and counted, not answered each
-            self.publish(None, rejected={"reason": reason, **ids, "authenticated": authenticated,
-                                         **({"replay": True} if replay else {})})
+            self.publish(None, rejected=rejection(reason, ids, authenticated, replay))
 
     def on_command(self, topic: str, payload: bytes) -> None:
         """paho's network thread: queue it (command_inbox.py); results must not wait for commands."""

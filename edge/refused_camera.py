@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timezone
 
 from .command_inbox import CommandInbox, Refusals
-from .commands import CommandError, claimed_id, parse
+from .commands import CommandError, claimed_id, parse, rejection
 from .config import RecalibrationConfig
 from .topics import Topics
 
@@ -35,8 +35,9 @@ class RefusedCamera:
             cmd = parse(payload, self.secret, self.prefix, self.name, self.cfg.max_age_s, self.cfg.max_frames,
                         self.cfg.max_collect_s, self.disabled)
         except CommandError as e:
-            why, ids, authenticated = str(e), claimed_id(payload), e.authenticated
+            why, ids, authenticated, replay = str(e), claimed_id(payload), e.authenticated, e.replay
         else:
+            replay = False
             why, ids, authenticated = (f"camera {self.name} is not running: its model was refused at start "
                                        f"({self.reason}); fix or recalibrate its model directory with "
                                        f"'patchcore-edge calibrate' and restart the daemon"), {"id": cmd.id}, True
@@ -44,7 +45,7 @@ class RefusedCamera:
             self.link.publish(self.topic, json.dumps({
                 "state": "error", "message": f"camera not started: {self.reason}",
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "rejected": {"reason": why, **ids, "authenticated": authenticated}}), qos=1, retain=True, buffer=True)
+                "rejected": rejection(why, ids, authenticated, replay)}), qos=1, retain=True, buffer=True)
 
     def stop(self) -> None:
         self.inbox.stop()
