@@ -3,28 +3,21 @@ before the images are read (they came as a traceback after the whole run); the r
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..cli_helpers import one_line_error, run_cli
 
 
 def cli(*args):
     t = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "patchcore_edge", *map(str, args)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=600)
+    r = run_cli(*args)
     return r, time.monotonic() - t
 
 
 def one_line_before_work(r, *words):
     r, _ = r
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    one_line_error(r, *words)
     assert "features" not in r.stderr  # no progress bar: refused before the images were read
-    for w in words:
-        assert w in r.stderr, r.stderr
 
 
 def test_calibrate_refuses_an_output_that_is_or_lies_under_a_file(bottle, tmp_path):

@@ -12,19 +12,11 @@ import time
 import cv2
 import pytest
 
+from ..cli_helpers import one_line_error, run_cli
 from .mqtt_helpers import ROOT, Collector, recalibration_station
 
 
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "patchcore_edge", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def one_line_error(r, *words):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
-    for w in words:
-        assert w in r.stderr, r.stderr
+cli = run_cli
 
 
 def test_infer_refuses_a_file_as_output_dir_and_a_tiny_heatmap_before_loading(small_model, bottle, tmp_path):

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..cli_helpers import one_line_error, run_cli
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "patchcore_edge", "export", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-
-
-def one_line_error(r, *words):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
-    for w in words:
-        assert w in r.stderr, r.stderr
+    return run_cli("export", *args)
 
 
 def test_fp16_is_refused_for_onnx_like_int8(small_model):
