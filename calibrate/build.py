@@ -68,10 +68,9 @@ class RunOptions:
 
 
 def _check_paths(s: CalibrationSettings, force: bool) -> None:
-    """What the run needs on disk now: a weights file, a known-bad folder, and an output it may
-    write (a file there, or under it, failed only at the write, after the whole run)."""
-    if s.weights is not None and not s.weights.is_file():
-        raise ConfigError(f"weights file {s.weights} does not exist or is not a file; pass an existing --weights file")
+    """What the run needs on disk now: a known-bad folder, and an output it may write (a file
+    there, or under it, failed only at the write, after the whole run). A missing weights file
+    is the graph cache's to refuse (edge/graph_cache.py), before any image is read."""
     if s.bad_images is not None and not s.bad_images.is_dir():
         raise ConfigError(f"bad images folder {s.bad_images} does not exist or is not a folder")
     out = s.output

@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .config import MIN_FPS
 from .errors import ImageError, PatchcoreError
 from .image_size import check_size
 from .preprocess import IMAGE_EXTENSIONS, list_images, read_image, to_bgr8
@@ -168,9 +169,9 @@ def make_source(source: str | int, loop: bool = False) -> FrameSource:
     return OpenCVSource(source, loop)
 
 
-# Longest pause between two paced frames, whatever the fps: a tiny fps (1e-300) made the
-# pace overflow the clock arithmetic and killed the thread; a day still replays "very slowly".
-MAX_PACE_S = 86400.0
+# Longest pause between two paced frames, whatever the fps: the config's slowest rate (one frame
+# a day); a tiny fps (1e-300) made the pace overflow the clock arithmetic and killed the thread.
+MAX_PACE_S = 1.0 / MIN_FPS
 
 
 def _one_line(e: BaseException) -> str:

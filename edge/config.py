@@ -58,7 +58,7 @@ def check_client_id(v: str) -> str:
 
 
 # One frame a day is the slowest rate that makes sense; below it the capture's time
-# arithmetic (a sleep of 1/fps seconds) overflows.
+# arithmetic (a sleep of 1/fps seconds) overflows (edge/capture.py MAX_PACE_S is its inverse).
 MIN_FPS = 1.0 / 86400
 
 

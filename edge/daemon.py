@@ -212,13 +212,18 @@ class CameraWorker(threading.Thread):
         if self.print_results:
             print(payload, flush=True)
 
+    def judged_none_because(self) -> str | None:
+        """Why a camera that judged no frame judged none (an roi that never fit, a capture
+        failure); None once a frame was judged or when nothing went wrong."""
+        return (self.error or self.capture.error) if self.frame_id == 0 else None
+
     def status(self) -> dict:
         c = self.capture
         camera, error = c.status, c.error
         if self.error and camera == "online":
             camera, error = "error", self.error
-        elif self.error and camera == "ended" and self.frame_id == 0:  # the final stats keep why none was judged
-            error = self.error
+        elif camera == "ended" and self.judged_none_because():  # the final stats keep why none was judged
+            error = self.judged_none_because()
         waiting = self.waiting_since
         no_result_s = round(time.monotonic() - waiting, 1) if waiting is not None else 0.0
         return {"camera": camera, "camera_error": error, "frames": c.frames, "dropped": c.dropped,
@@ -326,11 +331,11 @@ class Daemon:
             if self.cfg.exit_when_done and all(w.done for w in self.workers.values()):
                 log.info("every source has ended; stopping")
                 # a replay that judged none of its frames must not look like a clean run
-                failed = {n: w.error or w.capture.error for n, w in self.workers.items()
-                          if (w.error or w.capture.error) and w.frame_id == 0}
+                failed = {n: w.judged_none_because() for n, w in self.workers.items() if w.judged_none_because()}
                 if failed:
                     log.error("source(s) ended with an error: %s", "; ".join(f"{n}: {e}" for n, e in failed.items()))
-                    return self.shutdown() or EXIT_SOURCE_ERROR
+                    self.shutdown()
+                    return EXIT_SOURCE_ERROR
                 break
         return self.shutdown()
 

@@ -35,13 +35,14 @@ class RefusedCamera:
             cmd = parse(payload, self.secret, self.prefix, self.name, self.cfg.max_age_s, self.cfg.max_frames,
                         self.cfg.max_collect_s, self.disabled)
         except CommandError as e:
-            why, ids, authenticated, replay = str(e), claimed_id(payload), e.authenticated, e.replay
-        else:
-            replay = False
-            why, ids, authenticated = (f"camera {self.name} is not running: its model was refused at start "
-                                       f"({self.reason}); fix or recalibrate its model directory with "
-                                       f"'patchcore-edge calibrate' and restart the daemon"), {"id": cmd.id}, True
-        if self.refusals.refused(why):
+            self._answer(str(e), claimed_id(payload), e.authenticated, e.replay)
+            return
+        self._answer(f"camera {self.name} is not running: its model was refused at start ({self.reason}); fix or "
+                     "recalibrate its model directory with 'patchcore-edge calibrate' and restart the daemon",
+                     {"id": cmd.id}, authenticated=True)
+
+    def _answer(self, why: str, ids: dict, authenticated: bool, replay: bool = False) -> None:
+        if self.refusals.refused(why):  # rate limited, as a running camera's refusals are
             self.link.publish(self.topic, json.dumps({
                 "state": "error", "message": f"camera not started: {self.reason}",
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
